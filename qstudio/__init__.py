@@ -1,0 +1,3 @@
+"""qstudio: a desktop quantization studio for PyTorch models."""
+
+__version__ = "0.1.0"
