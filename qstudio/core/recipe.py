@@ -188,7 +188,7 @@ class Recipe:
     model: ModelSource = field(default_factory=ModelSource)
     mode: str = "fx"
     input_shape: list[int] | None = None
-    input_dtype: str = "float32"
+    input_dtype: str | None = None  # None: what the model says (a factory's input_dtype), else float32
     fusion: list[list[str]] | None = None
     settings: QuantSettings = field(default_factory=QuantSettings)
     qat: QATSettings = field(default_factory=QATSettings)
@@ -200,15 +200,15 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
-        _choice("input_dtype", self.input_dtype, INPUT_DTYPES)
-        if self.input_shape is not None:
-            if not self.input_shape or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape
-            ):
-                raise RecipeError(
-                    f"input_shape = {self.input_shape!r} is invalid",
-                    "give positive integers with the batch first, e.g. [1, 3, 224, 224]",
-                )
+        if self.input_dtype is not None:
+            _choice("input_dtype", self.input_dtype, INPUT_DTYPES)
+        if self.input_shape is not None and (not self.input_shape or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape
+        )):
+            raise RecipeError(
+                f"input_shape = {self.input_shape!r} is invalid",
+                "give positive integers with the batch first, e.g. [1, 3, 224, 224]",
+            )
         if self.fusion is not None:
             for group in self.fusion:
                 if not isinstance(group, list) or len(group) < 2 or not all(isinstance(n, str) for n in group):

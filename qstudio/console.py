@@ -1,0 +1,134 @@
+"""Terminal output for the CLI: a progress bar fed by the engine's Progress steps, and result tables."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from qstudio.core import progress as core_progress
+
+out = Console()
+err = Console(stderr=True)
+
+
+class ProgressPrinter:
+    """One bar per engine stage (calibrate, compare layers, benchmark ...), on stderr."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressPrinter:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def update(self, step: core_progress.Progress) -> None:
+        task = self._tasks.get(step.stage)
+        if task is None:
+            task = self._bar.add_task(step.stage, total=step.total)
+            self._tasks[step.stage] = task
+        desc = step.stage
+        if step.metrics and "loss" in step.metrics:
+            desc = f"{step.stage} loss {step.metrics['loss']:.3f}"
+        self._bar.update(task, completed=step.done, total=step.total, description=desc)
+
+
+def fmt_db(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return f"{v:.1f}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def fmt_ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f} ms"
+
+
+def print_tree(loaded: Any, root: Any, suggestion: Any, shape: list[int] | None) -> None:
+    group_of = {n: i for i, g in enumerate(suggestion.groups) for n in g}
+    title = f"[bold]{loaded.name}[/] ({loaded.kind}), {root.params:,} parameters, input {shape or 'unknown (pass --input-shape)'}"
+    tree = Tree(title)
+
+    def add(branch: Tree, node: Any) -> None:
+        for child in node.children:
+            bits = [f"[bold]{child.short_name}[/]", child.type]
+            if child.params:
+                bits.append(f"{child.params:,} params")
+            if child.output_shape:
+                bits.append(f"-> {child.output_shape}")
+            if child.quantizable:
+                bits.append("[green]int8[/]")
+            if child.name in group_of:
+                bits.append(f"[cyan]fuse#{group_of[child.name]}[/]")
+            add(branch.add("  ".join(bits)), child)
+
+    add(tree, root)
+    out.print(tree)
+    out.print(f"\n[bold]Fusion groups[/] ({suggestion.method}): {len(suggestion.groups)}")
+    for i, g in enumerate(suggestion.groups):
+        out.print(f"  #{i}: {' + '.join(g)}")
+    for note in [*loaded.warnings, *suggestion.notes]:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+def print_result(result: Any, args: argparse.Namespace) -> None:
+    ev = result.evaluation
+    t = Table(title=f"{result.model_name}: {result.recipe.mode} on {ev.data}")
+    t.add_column("")
+    t.add_column("FP32", justify="right")
+    t.add_column("INT8", justify="right")
+    if ev.fp32_accuracy is not None:
+        t.add_row("top-1", fmt_pct(ev.fp32_accuracy), fmt_pct(ev.int8_accuracy))
+    t.add_row("agreement with FP32", "", fmt_pct(ev.agreement))
+    t.add_row("output SQNR / cosine", "", f"{fmt_db(ev.output_sqnr_db)} dB / {ev.cosine:.4f}")
+    t.add_row("latency (median)", fmt_ms(result.fp32.latency_ms), fmt_ms(result.int8.latency_ms))
+    if result.fp32_deploy:
+        t.add_row("FP32 TorchScript (frozen)", fmt_ms(min(result.fp32_deploy, key=lambda s: s.batch_size).median_ms), "")
+    t.add_row("size", f"{result.fp32.size_mb:.2f} MB", f"{result.int8.size_mb:.2f} MB")
+    out.print(t)
+    if result.speedup:
+        vs = f", {result.speedup_vs_deploy:.2f}x vs FP32 TorchScript" if result.speedup_vs_deploy else ""
+        out.print(f"speedup {result.speedup:.2f}x vs FP32 eager{vs}; calibration {result.calibration_seconds:.1f} s")
+    cov = result.coverage
+    out.print(f"quantized layers: {len(cov.quantized_layers)} of {len(cov.quantized_layers) + len(cov.float_layers)}")
+    if result.layers:
+        lt = Table(title="worst layers (SQNR dB, higher is better)")
+        for col in ("layer", "type", "weight", "activation"):
+            lt.add_column(col, justify="right" if col in ("weight", "activation") else "left")
+        for e in result.layers[:5]:
+            lt.add_row(e.name, e.type, fmt_db(e.weight_sqnr_db), fmt_db(e.activation_sqnr_db))
+        out.print(lt)
+    if result.skip_worst:
+        sw = result.skip_worst
+        out.print(
+            f"kept in float: {', '.join(sw.layers)}; agreement {fmt_pct(sw.before.agreement)} -> {fmt_pct(sw.after.agreement)}"
+        )
+    for w in result.warnings:
+        err.print(f"[bold yellow]warning:[/] {w}")
+    if result.export:
+        out.print(f"exported {result.export.path} ({result.export.size_mb:.2f} MB, verified by reload)")
+    for label, path in (("report", getattr(args, "report", None)), ("json", getattr(args, "json", None))):
+        if path:
+            out.print(f"{label}: {path}")

@@ -1,0 +1,84 @@
+"""Dynamic quantization: Linear/LSTM/GRU weights in int8 (or float16), activations quantized on the fly.
+
+No calibration and no fusion: it suits transformers and recurrent models, and
+models that take token ids.  Defaults keep accuracy: per-channel int8 weights
+for Linear, per-tensor for recurrent layers (their dynamic kernels take only
+per-tensor weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Generator
+
+import torch
+from torch import nn
+from torch.ao.quantization import quantize_dynamic
+
+from qstudio.core.errors import FlowError
+from qstudio.core.flows.base import FlowInput, QuantizedModel
+from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig
+from qstudio.core.progress import Progress
+
+
+class NoFastPath(nn.Module):
+    """Runs a model with PyTorch's fused transformer fast path off.
+
+    ``nn.TransformerEncoderLayer``'s inference fast path reads
+    ``linear1.weight`` as a tensor; on a dynamically quantized Linear it is a
+    method, and the layer crashes.  With the fast path off the layer runs its
+    ordinary ops, which use the quantized Linear kernels.  Tracing (the
+    export path) records those ops, so the exported file needs no wrapper.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        enabled = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+def _targets(inp: FlowInput) -> dict[str, object]:
+    s = inp.recipe.settings
+    skip = tuple(s.skip)
+    spec: dict[str, object] = {}
+    for name, module in inp.model.named_modules():
+        if type(module) not in DYNAMIC_TYPES or not name:
+            continue
+        if any(name == k or name.startswith(k + ".") for k in skip):
+            continue
+        spec[name] = dynamic_qconfig(s, module)
+    return spec
+
+
+class Dynamic:
+    mode = "dynamic"
+
+    def preflight(self, inp: FlowInput) -> list[str]:
+        if not _targets(inp):
+            kinds = ", ".join(t.__name__ for t in DYNAMIC_TYPES)
+            raise FlowError(
+                f"dynamic quantization found nothing to quantize: the model has no {kinds} modules outside the skip list",
+                "use static quantization (--mode fx) for convolutional models",
+            )
+        return []
+
+    def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
+        s = inp.recipe.settings
+        torch.backends.quantized.engine = s.backend
+        spec = _targets(inp)
+        yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
+        start = time.perf_counter()
+        quantized = quantize_dynamic(copy.deepcopy(inp.model).eval(), qconfig_spec=spec, inplace=False)
+        yield Progress("quantize", 1, 1)
+        seconds = time.perf_counter() - start
+        if any(isinstance(m, nn.TransformerEncoderLayer) for m in quantized.modules()):
+            return QuantizedModel(NoFastPath(quantized).eval(), inp.model, "dynamic", "model.", 0.0, seconds)
+        return QuantizedModel(quantized.eval(), inp.model, "dynamic", "", 0.0, seconds)

@@ -1,0 +1,99 @@
+"""FX graph mode: static PTQ (``prepare_fx``/``convert_fx``) and FX QAT.
+
+FX finds the quant/dequant points itself, so residual ``+`` and ``torch.cat``
+work without model changes.  Its one trap is tracing: data-dependent control
+flow stops it.  The preflight traces first and, on failure, names the module
+and source line and offers the fix (keep that module in float, which FX then
+treats as a black box).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Generator
+
+import torch
+from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
+
+from qstudio.core import graph as graphs
+from qstudio.core.errors import FlowError
+from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, float_reference
+from qstudio.core.flows.qconfig import qconfig_mapping
+from qstudio.core.flows.training import train_fake_quant
+from qstudio.core.fusion import apply_fusion
+from qstudio.core.progress import Progress
+
+
+def explain_trace(inp: FlowInput) -> None:
+    """Raise a FlowError that names the module and line if the model cannot be traced."""
+    traced = graphs.trace(inp.model, set(inp.recipe.settings.skip))
+    if isinstance(traced, graphs.TraceFailure):
+        if traced.module:
+            fix = (
+                f"keep '{traced.module}' in float (--skip {traced.module}, or tick it in the tree) so FX treats it as "
+                "a black box, or rewrite that code so control flow does not depend on tensor values"
+            )
+        else:
+            fix = "rewrite that code so control flow does not depend on tensor values, or use eager mode (--mode eager)"
+        raise FlowError(traced.describe(), fix)
+
+
+def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
+    return PrepareCustomConfig().set_non_traceable_module_names(list(inp.recipe.settings.skip))
+
+
+class FxPTQ:
+    mode = "fx"
+
+    def preflight(self, inp: FlowInput) -> list[str]:
+        explain_trace(inp)
+        return []
+
+    def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
+        s = inp.recipe.settings
+        torch.backends.quantized.engine = s.backend
+        model = apply_fusion(copy.deepcopy(inp.model).eval(), inp.groups)
+        yield Progress("prepare", 0, 1, "inserting observers (prepare_fx)")
+        try:
+            prepared = prepare_fx(model, qconfig_mapping(s, s.skip), (inp.example,), prepare_custom_config=_custom_config(inp))
+        except Exception as exc:
+            explain_trace(inp)
+            raise FlowError(f"prepare_fx failed: {graphs.first_line(exc)}", "try eager mode or keep the failing module in float") from exc
+        yield Progress("prepare", 1, 1)
+        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
+        start = time.perf_counter()
+        yield Progress("convert", 0, 1, "converting to INT8 (convert_fx)")
+        reference = float_reference(prepared)
+        quantized = convert_fx(prepared)
+        yield Progress("convert", 1, 1)
+        return QuantizedModel(quantized.eval(), reference, "fx", "", seconds, time.perf_counter() - start)
+
+
+class FxQAT:
+    mode = "qat"
+
+    def preflight(self, inp: FlowInput) -> list[str]:
+        explain_trace(inp)
+        return []
+
+    def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
+        s = inp.recipe.settings
+        torch.backends.quantized.engine = s.backend
+        assert inp.train is not None
+        model = apply_fusion(copy.deepcopy(inp.model), inp.groups, qat=True)
+        yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)")
+        model.train()
+        prepared = prepare_qat_fx(model, qconfig_mapping(s, s.skip, qat=True), (inp.example,), prepare_custom_config=_custom_config(inp))
+        yield Progress("prepare", 1, 1)
+        start = time.perf_counter()
+        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
+        seconds = time.perf_counter() - start
+        prepared.eval()
+        reference = float_reference(prepared)
+        yield Progress("convert", 0, 1, "converting to INT8 (convert_fx)")
+        t0 = time.perf_counter()
+        quantized = convert_fx(prepared)
+        yield Progress("convert", 1, 1)
+        return QuantizedModel(quantized.eval(), reference, "qat", "", seconds, time.perf_counter() - t0, history)

@@ -1,0 +1,93 @@
+"""Recipe settings -> torch.ao QConfig objects.  The only place observers are chosen."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.ao.quantization import (
+    FusedMovingAvgObsFakeQuantize,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+    default_dynamic_qconfig,
+    float16_dynamic_qconfig,
+    per_channel_dynamic_qconfig,
+)
+
+from qstudio.core.recipe import QuantSettings
+
+_ACT_OBSERVERS = {
+    "minmax": MinMaxObserver,
+    "moving_average": MovingAverageMinMaxObserver,
+    "histogram": HistogramObserver,
+}
+
+#: x86/fbgemm kernels accumulate in 16 bits without VNNI; PyTorch's defaults use 7-bit activations there.
+_REDUCE_RANGE = {"x86": True, "fbgemm": True, "qnnpack": False, "onednn": False}
+
+
+def static_qconfig(s: QuantSettings) -> QConfig:
+    """Post-training static quantization: observer for activations, min/max for weights."""
+    act_scheme = torch.per_tensor_symmetric if s.symmetric else torch.per_tensor_affine
+    activation = _ACT_OBSERVERS[s.observer].with_args(
+        dtype=torch.quint8, qscheme=act_scheme, quant_min=0, quant_max=127 if _REDUCE_RANGE[s.backend] else 255
+    )
+    if s.per_channel:
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    else:
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    return QConfig(activation=activation, weight=weight)
+
+
+def qat_qconfig(s: QuantSettings) -> QConfig:
+    """Fake-quant for training: moving-average observers, as in PyTorch's default QAT qconfig."""
+    reduce = _REDUCE_RANGE[s.backend]
+    act_scheme = torch.per_tensor_symmetric if s.symmetric else torch.per_tensor_affine
+    activation = FusedMovingAvgObsFakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=127 if reduce else 255,
+        dtype=torch.quint8,
+        qscheme=act_scheme,
+    )
+    if s.per_channel:
+        weight = FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver,
+            quant_min=-128,
+            quant_max=127,
+            dtype=torch.qint8,
+            qscheme=torch.per_channel_symmetric,
+        )
+    else:
+        weight = FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAverageMinMaxObserver,
+            quant_min=-128,
+            quant_max=127,
+            dtype=torch.qint8,
+            qscheme=torch.per_tensor_symmetric,
+        )
+    return QConfig(activation=activation, weight=weight)
+
+
+def qconfig_mapping(s: QuantSettings, skip: list[str], *, qat: bool = False) -> QConfigMapping:
+    """Global qconfig plus ``None`` for each module the user keeps in float (FX mode)."""
+    mapping = QConfigMapping().set_global(qat_qconfig(s) if qat else static_qconfig(s))
+    for name in skip:
+        mapping.set_module_name(name, None)
+    return mapping
+
+
+#: Module types dynamic quantization handles.
+DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+
+
+def dynamic_qconfig(s: QuantSettings, module: nn.Module) -> QConfig:
+    if s.dynamic_dtype == "float16":
+        return float16_dynamic_qconfig
+    if s.per_channel and type(module) is nn.Linear:
+        return per_channel_dynamic_qconfig
+    return default_dynamic_qconfig

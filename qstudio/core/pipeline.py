@@ -1,0 +1,307 @@
+"""One quantization run, from a loaded model and a recipe to a :class:`RunResult`.
+
+This is the sequence the seed tutorials write by hand (fuse, check fusion,
+prepare, calibrate or train, convert, compare, benchmark, export), as one
+generator that yields progress between batches.  The CLI and the window both
+drive it; nothing here knows which.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qstudio.core import benchmark as bench
+from qstudio.core import compare, fusion
+from qstudio.core.data import Dataset, load_dataset
+from qstudio.core.environment import check_backend, environment_info
+from qstudio.core.errors import DataError, FlowError
+from qstudio.core.export import ExportInfo, export_torchscript
+from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
+from qstudio.core.loading import LoadedModel
+from qstudio.core.progress import Progress
+from qstudio.core.recipe import DataSource, Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Measurement:
+    """One precision's figures.  ``latency`` holds one entry per batch size."""
+
+    accuracy: float | None
+    size_mb: float
+    latency: list[bench.LatencyStat]
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Median latency at the smallest benchmarked batch size."""
+        return min(self.latency, key=lambda s: s.batch_size).median_ms if self.latency else None
+
+
+@dataclass
+class SkipWorstOutcome:
+    """What keeping the worst layers in float bought: evaluation before and after."""
+
+    layers: list[str]
+    before: compare.Evaluation
+    after: compare.Evaluation
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    model_name: str
+    fp32: Measurement
+    fp32_deploy: list[bench.LatencyStat]  # frozen TorchScript: the honest FP32 baseline
+    int8: Measurement
+    evaluation: compare.Evaluation
+    layers: list[compare.LayerError]
+    coverage: compare.Coverage
+    fusion_check: fusion.FusionCheck | None
+    groups: list[list[str]]
+    skipped: list[str]
+    skip_worst: SkipWorstOutcome | None
+    history: list[EpochStats]
+    calibration_seconds: float
+    total_seconds: float
+    random_data: bool
+    warnings: list[str]
+    environment: dict[str, Any]
+    export: ExportInfo | None = None
+    quantized: QuantizedModel | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def speedup(self) -> float | None:
+        a, b = self.fp32.latency_ms, self.int8.latency_ms
+        return a / b if a and b else None
+
+    @property
+    def speedup_vs_deploy(self) -> float | None:
+        if not self.fp32_deploy or not self.int8.latency_ms:
+            return None
+        best = min(self.fp32_deploy, key=lambda s: s.batch_size).median_ms
+        return best / self.int8.latency_ms
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document: stable keys first, details after."""
+
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None if math.isnan(v) else (1e9 if v > 0 else -1e9)
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        def measurement(m: Measurement) -> dict[str, Any]:
+            return {
+                "accuracy": m.accuracy,
+                "latency_ms": m.latency_ms,
+                "size_mb": m.size_mb,
+                "latency": [dataclasses.asdict(s) for s in m.latency],
+            }
+
+        doc = {
+            "model": self.model_name,
+            "mode": self.recipe.mode,
+            "fp32": measurement(self.fp32),
+            "fp32_torchscript": {"latency": [dataclasses.asdict(s) for s in self.fp32_deploy]},
+            "int8": measurement(self.int8),
+            "speedup": self.speedup,
+            "speedup_vs_fp32_torchscript": self.speedup_vs_deploy,
+            "agreement": self.evaluation.agreement,
+            "output_sqnr_db": self.evaluation.output_sqnr_db,
+            "cosine": self.evaluation.cosine,
+            "layers": [dataclasses.asdict(e) for e in self.layers],
+            "coverage": dataclasses.asdict(self.coverage),
+            "fusion": {
+                "groups": self.groups,
+                "check": dataclasses.asdict(self.fusion_check) if self.fusion_check else None,
+            },
+            "skipped": self.skipped,
+            "skip_worst": dataclasses.asdict(self.skip_worst) if self.skip_worst else None,
+            "qat_history": [dataclasses.asdict(h) for h in self.history],
+            "calibration_seconds": self.calibration_seconds,
+            "total_seconds": self.total_seconds,
+            "random_data": self.random_data,
+            "warnings": self.warnings,
+            "export": self.export.path if self.export else None,
+            "export_check": dataclasses.asdict(self.export) if self.export else None,
+            "environment": self.environment,
+            "recipe": self.recipe.to_dict(),
+        }
+        return clean(doc)
+
+
+@dataclass
+class RunData:
+    calib: Dataset
+    train: Dataset | None
+    eval: Dataset
+    input_shape: list[int]
+    eval_is_calib: bool
+
+
+def vocab_size(model: nn.Module) -> int | None:
+    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    return emb.num_embeddings if emb is not None else None
+
+
+def input_shape_for(recipe: Recipe, loaded: LoadedModel) -> list[int] | None:
+    return recipe.input_shape or loaded.input_shape
+
+
+def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
+    """Read every data source the recipe names and check they fit the model."""
+    shape = input_shape_for(recipe, loaded)
+    dtype = recipe.input_dtype or loaded.input_dtype
+    vocab = vocab_size(loaded.module)
+    calib = load_dataset(recipe.calib, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+    shape = shape or [1, *calib.inputs.shape[1:]]
+    train = None
+    if recipe.mode == "qat":
+        src = recipe.train or (DataSource(kind="demo", split="train") if recipe.calib.kind == "demo" else None)
+        if src is None:
+            raise DataError(
+                "quantization-aware training needs labeled training data",
+                "give --train-data X --train-labels Y (or an image folder with one sub-folder per class)",
+            )
+        train = load_dataset(src, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+    eval_src = recipe.eval or (DataSource(kind="demo", split="eval") if recipe.calib.kind == "demo" else None)
+    if eval_src is not None:
+        evaluation = load_dataset(eval_src, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+    else:
+        evaluation = calib
+    return RunData(calib, train, evaluation, shape, eval_src is None)
+
+
+def resolve_groups(recipe: Recipe, model: nn.Module) -> tuple[list[list[str]], list[str]]:
+    """The fusion groups to apply (the recipe's, else suggested) and notes about them."""
+    if recipe.mode == "dynamic":
+        return [], []
+    skip = set(recipe.settings.skip)
+    if recipe.fusion is not None:
+        fusion.check_groups(model, recipe.fusion, skip)
+        return [list(g) for g in recipe.fusion], []
+    suggestion = fusion.suggest_groups(model, skip)
+    groups = [g for g in suggestion.groups if not skip.intersection(g)] if recipe.mode == "fx" else suggestion.groups
+    return groups, suggestion.notes
+
+
+def _quantize(model: nn.Module, recipe: Recipe, groups: list[list[str]], data: RunData) -> Generator[Progress, None, QuantizedModel]:
+    flow = get_flow(recipe)
+    inp = FlowInput(model, recipe, groups, data.calib, data.calib.sample(1), data.train, data.eval)
+    flow.preflight(inp)
+    return (yield from flow.run(inp))
+
+
+def run_recipe(
+    recipe: Recipe, loaded: LoadedModel, *, export: str | Path | None = None
+) -> Generator[Progress, None, RunResult]:
+    """Quantize ``loaded`` as ``recipe`` says, measure it against FP32, optionally export."""
+    started = time.perf_counter()
+    if loaded.scripted:
+        raise FlowError(
+            f"{loaded.name} is a TorchScript file: it can be inspected and benchmarked, not re-quantized",
+            "load the float model (a state_dict with its factory, or a factory) to quantize it",
+        )
+    check_backend(recipe.settings.backend)
+    model = loaded.module.eval()
+    warnings = list(loaded.warnings)
+    data = load_run_data(recipe, loaded)
+    random_data = data.calib.is_random or data.eval.is_random or bool(data.train and data.train.is_random)
+    if random_data:
+        warnings.append("RANDOM DATA was used: accuracy, agreement and per-layer figures do not describe real inputs.")
+    if data.eval_is_calib:
+        warnings.append("No evaluation data was given: agreement is measured on the calibration data.")
+    example = data.calib.sample(1)
+
+    groups, notes = resolve_groups(recipe, model)
+    warnings += notes
+    fusion_check = None
+    if groups:
+        fused = fusion.fused_copy(model, groups)
+        fusion_check = fusion.check_equivalence(model, fused, example)
+        del fused
+        if not fusion_check.ok:
+            warnings.append(f"Fusion changed the model's outputs ({fusion_check.describe()}); check the groups.")
+
+    q = yield from _quantize(model, recipe, groups, data)
+    skip_outcome = None
+    final_recipe = recipe
+    bs = recipe.settings.batch_size
+    if recipe.settings.skip_worst:
+        errors = yield from compare.layer_errors(q, data.calib, bs)
+        worst = [n for n in compare.worst_layers(errors, recipe.settings.skip_worst) if n not in recipe.settings.skip]
+        before = yield from compare.evaluate(model, q.module, data.eval)
+        final_recipe = copy.deepcopy(recipe)
+        final_recipe.settings.skip = [*recipe.settings.skip, *worst]
+        final_recipe.settings.skip_worst = 0
+        groups, _ = resolve_groups(final_recipe, model)
+        q = yield from _quantize(model, final_recipe, groups, data)
+        after = yield from compare.evaluate(model, q.module, data.eval)
+        skip_outcome = SkipWorstOutcome(worst, before, after)
+
+    evaluation = yield from compare.evaluate(model, q.module, data.eval)
+    layers = yield from compare.layer_errors(q, data.calib, bs)
+    cov = compare.coverage(model, q, final_recipe.settings.skip)
+    warnings += cov.warnings
+
+    def make_input(b: int) -> torch.Tensor:
+        return data.calib.sample(b)
+
+    yield Progress("script", 0, 2, "freezing FP32 and INT8 TorchScript for the benchmark")
+    fp32_script = None
+    try:
+        fp32_script = bench.freeze_fp32(model, example)
+    except Exception as exc:  # some models cannot be traced; the eager baseline still stands
+        warnings.append(f"FP32 TorchScript baseline unavailable ({type(exc).__name__}); comparing with FP32 eager only.")
+    yield Progress("script", 1, 2)
+    int8_script, _method = bench.to_torchscript(q.module, example)
+    yield Progress("script", 2, 2)
+
+    settings = recipe.benchmark
+    fp32_lat = yield from bench.benchmark(model, make_input, settings, "FP32 eager")
+    deploy_lat = (yield from bench.benchmark(fp32_script, make_input, settings, "FP32 TorchScript")) if fp32_script else []
+    int8_lat = yield from bench.benchmark(int8_script, make_input, settings, "INT8")
+
+    export_info = None
+    if export is not None:
+        yield Progress("export", 0, 1, f"writing {export}")
+        export_info = export_torchscript(q.module, export, example)
+        yield Progress("export", 1, 1)
+
+    return RunResult(
+        recipe=recipe,
+        model_name=loaded.name,
+        fp32=Measurement(evaluation.fp32_accuracy, bench.model_size_mb(model), fp32_lat),
+        fp32_deploy=deploy_lat,
+        int8=Measurement(evaluation.int8_accuracy, bench.model_size_mb(int8_script), int8_lat),
+        evaluation=evaluation,
+        layers=layers,
+        coverage=cov,
+        fusion_check=fusion_check,
+        groups=groups,
+        skipped=final_recipe.settings.skip,
+        skip_worst=skip_outcome,
+        history=q.history,
+        calibration_seconds=q.calibration_seconds,
+        total_seconds=time.perf_counter() - started,
+        random_data=random_data,
+        warnings=warnings,
+        environment=environment_info(),
+        export=export_info,
+        quantized=q,
+    )

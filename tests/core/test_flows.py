@@ -1,0 +1,198 @@
+"""Every flow end to end on real models: quantize, compare, export, reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from qstudio.core import compare, fusion
+from qstudio.core.errors import Cancelled, FlowError
+from qstudio.core.flows import FlowInput, get_flow
+from qstudio.core.loading import load_model
+from qstudio.core.pipeline import run_recipe
+from qstudio.core.progress import CancelToken, run
+from qstudio.core.recipe import DataSource, ModelSource, QATSettings, QuantSettings, Recipe
+
+ZOO = Path(__file__).parent / "models" / "zoo.py"
+
+
+def factory(name: str) -> str:
+    return f"{ZOO}:{name}"
+
+
+def demo_recipe(mode: str, quick_bench, **settings) -> Recipe:
+    s = QuantSettings(calib_batches=4, **settings)
+    return Recipe(mode=mode, settings=s, benchmark=quick_bench, qat=QATSettings(epochs=1, batch_size=64))
+
+
+def test_fx_ptq_demo_keeps_accuracy_and_exports(demo, quick_bench, tmp_path):
+    out = tmp_path / "demo_int8.pt"
+    result = run(run_recipe(demo_recipe("fx", quick_bench), demo, export=out))
+    ev = result.evaluation
+    assert ev.fp32_accuracy is not None and ev.fp32_accuracy > 0.95
+    assert ev.fp32_accuracy - ev.int8_accuracy <= 0.01  # within 1 point
+    assert result.coverage.warnings == [] and len(result.coverage.float_layers) == 0
+    assert result.fusion_check is not None and result.fusion_check.ok
+    assert result.int8.size_mb < result.fp32.size_mb / 3
+    # the exported file is the model: reload it and compare with the in-memory INT8 model
+    reloaded = torch.jit.load(str(out))
+    x = demo_eval_x()[:8]
+    assert torch.equal(reloaded(x), result.quantized.module(x))
+    assert result.export.verified and result.export.max_abs_diff == 0.0
+
+
+def demo_eval_x() -> torch.Tensor:
+    from qstudio.core.data import load_dataset
+
+    return load_dataset(DataSource(kind="demo", split="eval")).inputs
+
+
+def test_eager_on_residual_model_says_why_and_points_to_fx(demo, quick_bench):
+    with pytest.raises(FlowError) as err:
+        run(run_recipe(demo_recipe("eager", quick_bench), demo))
+    msg = str(err.value)
+    assert "model.py" in msg and "out = out + identity" in msg  # names the source line
+    assert "layers.0" in msg  # names the module
+    assert "--mode fx" in msg
+
+
+def test_eager_ptq_works_on_plain_cnn(quick_bench):
+    loaded = load_model(ModelSource(factory("plain_cnn")))
+    recipe = Recipe(mode="eager", calib=DataSource(kind="random", limit=32), settings=QuantSettings(calib_batches=2),
+                    benchmark=quick_bench)  # fmt: skip
+    result = run(run_recipe(recipe, loaded))
+    assert result.random_data and any("RANDOM" in w for w in result.warnings)
+    assert len(result.coverage.quantized_layers) == 4  # conv1, conv2, fc1, fc2
+    assert result.groups == [["conv1", "bn1", "relu1"], ["conv2", "bn2", "relu2"], ["fc1", "relu3"]]
+    assert result.evaluation.agreement > 0.8
+
+
+def test_skip_keeps_module_float_in_eager_and_fx(quick_bench):
+    loaded = load_model(ModelSource(factory("plain_cnn")))
+    for mode in ("eager", "fx"):
+        recipe = Recipe(mode=mode, calib=DataSource(kind="random", limit=16),
+                        settings=QuantSettings(calib_batches=1, skip=["fc2"]), benchmark=quick_bench)  # fmt: skip
+        result = run(run_recipe(recipe, loaded))
+        assert result.coverage.kept_float == {"fc2": True}, mode
+        assert "fc2" in result.coverage.float_layers
+        assert "fc2" not in [e.name for e in result.layers]
+
+
+def test_qat_fx_on_demo_reports_epochs(demo, quick_bench):
+    result = run(run_recipe(demo_recipe("qat", quick_bench), demo))
+    assert len(result.history) == 1
+    h = result.history[0]
+    assert h.loss > 0 and 0 <= h.train_accuracy <= 1 and h.eval_accuracy is not None
+    assert result.evaluation.int8_accuracy >= result.evaluation.fp32_accuracy - 0.02
+
+
+def test_qat_eager_on_plain_cnn(tmp_path, quick_bench):
+    loaded = load_model(ModelSource(factory("plain_cnn")))
+    x = torch.randn(128, 1, 32, 32)
+    y = torch.randint(0, 10, (128,))
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(y, tmp_path / "y.pt")
+    recipe = Recipe(
+        mode="qat",
+        qat=QATSettings(epochs=2, graph="eager", batch_size=32, freeze_bn_epoch=1, freeze_observer_epoch=1),
+        calib=DataSource(kind="tensor", path=str(tmp_path / "x.pt")),
+        train=DataSource(kind="tensor", path=str(tmp_path / "x.pt"), labels=str(tmp_path / "y.pt")),
+        eval=DataSource(kind="tensor", path=str(tmp_path / "x.pt"), labels=str(tmp_path / "y.pt")),
+        benchmark=quick_bench,
+    )
+    result = run(run_recipe(recipe, loaded), cancel=None)
+    assert [h.epoch for h in result.history] == [1, 2]
+    assert result.evaluation.int8_accuracy is not None
+
+
+def test_dynamic_lstm(quick_bench):
+    loaded = load_model(ModelSource(factory("lstm_classifier")))
+    assert loaded.input_dtype == "int64"
+    recipe = Recipe(mode="dynamic", calib=DataSource(kind="random", limit=32), benchmark=quick_bench)
+    result = run(run_recipe(recipe, loaded))
+    types = {r.type: r for r in result.coverage.rows}
+    assert types["LSTM"].quantized == 1 and types["Linear"].quantized == 1
+    assert types["Embedding"].quantized == 0
+    assert result.evaluation.agreement >= 0.9
+
+
+def test_dynamic_sentence_transformer_keeps_embeddings(tmp_path, quick_bench):
+    loaded = load_model(ModelSource(factory("sentence_encoder")))
+    ids = torch.randint(0, 1000, (64, 32), generator=torch.Generator().manual_seed(1))
+    import numpy as np
+
+    np.save(tmp_path / "ids.npy", ids.numpy())
+    recipe = Recipe(mode="dynamic", calib=DataSource(kind="tensor", path=str(tmp_path / "ids.npy")), benchmark=quick_bench)
+    result = run(run_recipe(recipe, loaded, export=tmp_path / "enc.pt"))
+    assert result.evaluation.cosine > 0.99
+    assert result.evaluation.output_sqnr_db > 20
+    reloaded = torch.jit.load(str(tmp_path / "enc.pt"))
+    out = reloaded(ids[:4])
+    assert out.shape == (4, 128)
+
+
+def test_static_mode_refuses_token_model_with_advice(quick_bench):
+    loaded = load_model(ModelSource(factory("lstm_classifier")))
+    recipe = Recipe(mode="eager", calib=DataSource(kind="random", limit=8), benchmark=quick_bench)
+    with pytest.raises(FlowError, match="dynamic"):
+        run(run_recipe(recipe, loaded))
+
+
+def test_dynamic_on_conv_model_says_nothing_to_quantize(demo, quick_bench):
+    with pytest.raises(FlowError, match="nothing to quantize"):
+        run(run_recipe(Recipe(mode="dynamic", settings=QuantSettings(skip=["fc"]), benchmark=quick_bench), demo))
+
+
+def test_fx_trace_failure_names_module_and_line(quick_bench):
+    loaded = load_model(ModelSource(factory("gated_cnn")))
+    recipe = Recipe(mode="fx", calib=DataSource(kind="random", limit=8), input_shape=[1, 1, 16, 16], benchmark=quick_bench)
+    with pytest.raises(FlowError) as err:
+        run(run_recipe(recipe, loaded))
+    msg = str(err.value)
+    assert "'gate'" in msg and "zoo.py" in msg and "if x.mean() > 0" in msg
+    assert "--skip gate" in msg
+    # and the advice works: keeping the gate in float lets FX go through
+    recipe.settings.skip = ["gate"]
+    result = run(run_recipe(recipe, loaded))
+    assert "gate.conv" in result.coverage.float_layers
+
+
+def test_skip_worst_requantizes_and_reports_gain(demo, quick_bench):
+    result = run(run_recipe(demo_recipe("fx", quick_bench, skip_worst=2), demo))
+    sw = result.skip_worst
+    assert sw is not None and len(sw.layers) == 2
+    assert set(sw.layers) <= set(result.skipped)
+    assert all(name in result.coverage.float_layers for name in sw.layers)
+    assert sw.after.samples == sw.before.samples
+
+
+def test_cancel_stops_calibration_between_batches(demo, quick_bench):
+    token = CancelToken()
+    seen = []
+
+    def on_progress(step):
+        seen.append(step)
+        if step.stage == "calibrate" and step.done == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run(run_recipe(demo_recipe("fx", quick_bench), demo), on_progress, token)
+    assert seen[-1].stage == "calibrate" and seen[-1].done == 2
+
+
+def test_layer_errors_rank_and_match_numeric_suite_direction(demo):
+    """Weight SQNR falls when weights get coarser: per-tensor < per-channel on the same layers."""
+    from qstudio.core.data import load_dataset
+
+    calib = load_dataset(DataSource(kind="demo", split="calib"))
+    groups = fusion.suggest_groups(demo.module).groups
+    figures = {}
+    for per_channel in (True, False):
+        recipe = Recipe(mode="fx", settings=QuantSettings(calib_batches=2, per_channel=per_channel))
+        q = run(get_flow(recipe).run(FlowInput(demo.module, recipe, groups, calib, calib.sample(1))))
+        errors = run(compare.layer_errors(q, calib, 16, 2))
+        assert [e.worst_db() for e in errors] == sorted(e.worst_db() for e in errors)
+        figures[per_channel] = {e.name: e.weight_sqnr_db for e in errors}
+    assert sum(figures[True].values()) > sum(figures[False].values())
