@@ -68,7 +68,7 @@ def fmt_ms(v: float | None) -> str:
 
 def print_tree(loaded: Any, root: Any, suggestion: Any, shape: list[int] | None) -> None:
     group_of = {n: i for i, g in enumerate(suggestion.groups) for n in g}
-    title = f"[bold]{loaded.name}[/] ({loaded.kind}), {root.params:,} parameters, input {shape or 'unknown (pass --input-shape)'}"
+    title = f"[bold]{loaded.name}[/] {root.type} ({loaded.kind}), {root.params:,} parameters, input {shape or 'unknown (pass --input-shape)'}"
     tree = Tree(title)
 
     def add(branch: Tree, node: Any) -> None:
