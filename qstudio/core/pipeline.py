@@ -280,7 +280,8 @@ def run_recipe(
     export_info = None
     if export is not None:
         yield Progress("export", 0, 1, f"writing {export}")
-        export_info = export_torchscript(q.module, export, example)
+        # the file must reproduce other samples and another batch size too, not only the traced example
+        export_info = export_torchscript(q.module, export, example, check_inputs=[data.eval.sample(4)])
         yield Progress("export", 1, 1)
 
     return RunResult(

@@ -27,6 +27,7 @@ DATA_KINDS = ("demo", "folder", "tensor", "random")
 INPUT_DTYPES = ("float32", "int64")
 DYNAMIC_DTYPES = ("qint8", "float16")
 QAT_GRAPHS = ("fx", "eager")
+REDUCE_RANGE = ("auto", "on", "off")
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -125,6 +126,8 @@ class QuantSettings:
     calib_batches: int = 16
     batch_size: int = 16
     dynamic_dtype: str = "qint8"
+    # 7-bit activations: "auto" uses full 8 bits where the CPU has VNNI/AMX (no overflow risk), 7 bits elsewhere
+    reduce_range: str = "auto"
     skip: list[str] = field(default_factory=list)
     skip_worst: int = 0
 
@@ -132,6 +135,10 @@ class QuantSettings:
         _choice("settings.backend", self.backend, BACKENDS)
         _choice("settings.observer", self.observer, OBSERVERS)
         _choice("settings.dynamic_dtype", self.dynamic_dtype, DYNAMIC_DTYPES)
+        _choice("settings.reduce_range", self.reduce_range, REDUCE_RANGE)
+        for key in ("per_channel", "symmetric"):
+            if not isinstance(getattr(self, key), bool):
+                raise RecipeError(f"settings.{key} = {getattr(self, key)!r} is not true or false", f"write {key} = true or false")
         _positive("settings.calib_batches", self.calib_batches)
         _positive("settings.batch_size", self.batch_size)
         _positive("settings.skip_worst", self.skip_worst, allow_zero=True)

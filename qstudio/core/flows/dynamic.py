@@ -18,7 +18,7 @@ from torch.ao.quantization import quantize_dynamic
 
 from qstudio.core.errors import FlowError
 from qstudio.core.flows.base import FlowInput, QuantizedModel
-from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig
+from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig, reduce_range
 from qstudio.core.progress import Progress
 
 
@@ -43,6 +43,21 @@ class NoFastPath(nn.Module):
             return self.model(*args, **kwargs)
         finally:
             torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+def _full_range_activations(model: nn.Module) -> None:
+    """Quantize Linear inputs with 8 bits instead of 7.
+
+    torch's DynamicQuantizedLinear (format version 4) hard-codes
+    ``reduce_range=True``; version 3 calls the same kernel with its default,
+    full 8-bit range.  On VNNI CPUs that is safe, and on all-MiniLM-L6-v2 it
+    lifts the embeddings' cosine to FP32 from 0.977 to 0.993.
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    for module in model.modules():
+        if type(module) is DynamicLinear and module._packed_params.dtype == torch.qint8:
+            module.version = 3
 
 
 def _targets(inp: FlowInput) -> dict[str, object]:
@@ -77,6 +92,8 @@ class Dynamic:
         yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
         start = time.perf_counter()
         quantized = quantize_dynamic(copy.deepcopy(inp.model).eval(), qconfig_spec=spec, inplace=False)
+        if not reduce_range(s):
+            _full_range_activations(quantized)
         yield Progress("quantize", 1, 1)
         seconds = time.perf_counter() - start
         if any(isinstance(m, nn.TransformerEncoderLayer) for m in quantized.modules()):

@@ -18,6 +18,7 @@ from torch.ao.quantization import (
     per_channel_dynamic_qconfig,
 )
 
+from qstudio.core.environment import has_vnni
 from qstudio.core.recipe import QuantSettings
 
 _ACT_OBSERVERS = {
@@ -30,11 +31,18 @@ _ACT_OBSERVERS = {
 _REDUCE_RANGE = {"x86": True, "fbgemm": True, "qnnpack": False, "onednn": False}
 
 
+def reduce_range(s: QuantSettings) -> bool:
+    """Whether activations use 7 bits: the user's choice, else only where overflow is possible."""
+    if s.reduce_range != "auto":
+        return s.reduce_range == "on"
+    return _REDUCE_RANGE[s.backend] and not has_vnni()
+
+
 def static_qconfig(s: QuantSettings) -> QConfig:
     """Post-training static quantization: observer for activations, min/max for weights."""
     act_scheme = torch.per_tensor_symmetric if s.symmetric else torch.per_tensor_affine
     activation = _ACT_OBSERVERS[s.observer].with_args(
-        dtype=torch.quint8, qscheme=act_scheme, quant_min=0, quant_max=127 if _REDUCE_RANGE[s.backend] else 255
+        dtype=torch.quint8, qscheme=act_scheme, quant_min=0, quant_max=127 if reduce_range(s) else 255
     )
     if s.per_channel:
         weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
@@ -45,7 +53,7 @@ def static_qconfig(s: QuantSettings) -> QConfig:
 
 def qat_qconfig(s: QuantSettings) -> QConfig:
     """Fake-quant for training: moving-average observers, as in PyTorch's default QAT qconfig."""
-    reduce = _REDUCE_RANGE[s.backend]
+    reduce = reduce_range(s)
     act_scheme = torch.per_tensor_symmetric if s.symmetric else torch.per_tensor_affine
     activation = FusedMovingAvgObsFakeQuantize.with_args(
         observer=MovingAverageMinMaxObserver,
