@@ -37,7 +37,7 @@ def test_image_folder_problems(tmp_path):
         load_dataset(DataSource(kind="folder", path=str(root), resize=32, crop=24))
     mixed = make_folder(tmp_path / "mixed", classes=("a",))
     Image.new("RGB", (64, 64)).save(mixed / "a" / "big.png")
-    with pytest.raises(DataError, match="different sizes.*resize"):
+    with pytest.raises(DataError, match=r"different sizes.*resize"):
         load_dataset(DataSource(kind="folder", path=str(mixed)))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):

@@ -1,0 +1,173 @@
+"""One studio session: the loaded model, the recipe being edited, fusion groups and past runs.
+
+The window keeps one :class:`Session` and observes it (``subscribe``); the
+CLI needs none of this and calls the pipeline directly.  Every mutation goes
+through a method that validates first and changes state only on success, so
+a bad file or a bad edit never costs the user the model, settings or results
+they already have.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qstudio.core import fusion, tree
+from qstudio.core.errors import FlowError
+from qstudio.core.loading import LoadedModel, load_model
+from qstudio.core.pipeline import RunResult, run_recipe
+from qstudio.core.progress import Progress
+from qstudio.core.recipe import ModelSource, Recipe
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("model", "recipe", "groups", "results")
+Listener = Callable[[str], None]
+
+
+class Session:
+    def __init__(self, recipe: Recipe | None = None) -> None:
+        self.recipe = recipe or Recipe()
+        self.loaded: LoadedModel | None = None
+        self.groups: list[list[str]] = []
+        self.group_method = ""
+        self.group_notes: list[str] = []
+        self.tree: tree.ModuleNode | None = None
+        self.results: list[RunResult] = []
+        self._listeners: list[Listener] = []
+
+    # -- observation ------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        """``listener(event)`` is called after each change; event is one of EVENTS."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken view must not break the session
+                log.exception("session listener failed on %s", event)
+
+    # -- model -------------------------------------------------------------------
+    def load(self, source: ModelSource, *, trust: bool = False) -> LoadedModel:
+        """Load a model; on any error the previous model and everything else stay as they were."""
+        loaded = load_model(source, trust=trust)
+        example = self._example_for(loaded, self.recipe)
+        groups: list[list[str]] = []
+        method, notes = "", []
+        if not loaded.scripted:
+            s = fusion.suggest_groups(loaded.module, set(self.recipe.settings.skip))
+            groups, method, notes = s.groups, s.method, s.notes
+        node = tree.build_tree(loaded.module, example, self.recipe.mode, groups, self.recipe.settings.skip)
+        # commit only now that everything succeeded
+        self.loaded = loaded
+        self.recipe.model = loaded.source
+        if loaded.input_shape and not self.recipe.input_shape:
+            self.recipe.input_shape = list(loaded.input_shape)
+        self.recipe.fusion = None
+        self.groups, self.group_method, self.group_notes = groups, method, notes
+        self.tree = node
+        self._emit("model")
+        return loaded
+
+    @staticmethod
+    def _example_for(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | None:
+        shape = recipe.input_shape if recipe.model.spec == loaded.source.spec and recipe.input_shape else loaded.input_shape
+        if not shape:
+            return None
+        if (recipe.input_dtype or loaded.input_dtype) == "int64":
+            return torch.zeros(shape, dtype=torch.int64)
+        return torch.randn(shape)
+
+    # -- recipe ------------------------------------------------------------------
+    def update_recipe(self, recipe: Recipe) -> None:
+        """Replace the recipe (already validated by construction).  Keeps the loaded model's source."""
+        recipe = copy.deepcopy(recipe)
+        if self.loaded is not None:
+            recipe.model = self.loaded.source
+        mode_changed = recipe.mode != self.recipe.mode
+        self.recipe = recipe
+        if mode_changed and self.loaded is not None:
+            self._refresh_tree()
+        self._emit("recipe")
+
+    def set_skip(self, name: str, keep_float: bool) -> None:
+        skip = [n for n in self.recipe.settings.skip if n != name]
+        if keep_float:
+            skip.append(name)
+        self.recipe.settings.skip = skip
+        if self.tree is not None:
+            node = self.tree.find(name)
+            if node is not None:
+                node.kept_float = keep_float
+        self._emit("recipe")
+
+    # -- fusion ------------------------------------------------------------------
+    def _model(self) -> torch.nn.Module:
+        if self.loaded is None:
+            raise FlowError("no model is loaded", "open a model first")
+        return self.loaded.module
+
+    def set_groups(self, groups: list[list[str]]) -> list[fusion.GroupProblem]:
+        """Use ``groups`` if valid; otherwise return the problems and change nothing."""
+        problems = fusion.validate_groups(self._model(), groups, set(self.recipe.settings.skip))
+        if problems:
+            return problems
+        self.groups = [list(g) for g in groups]
+        self.recipe.fusion = self.groups
+        self._refresh_tree()
+        self._emit("groups")
+        return []
+
+    def fuse(self, names: list[str]) -> list[fusion.GroupProblem]:
+        """Add a group made of ``names`` (in model order), removing them from other groups."""
+        order = {n: i for i, (n, _) in enumerate(self._model().named_modules())}
+        group = sorted(names, key=lambda n: order.get(n, 0))
+        rest = [g for g in self.groups if not set(g) & set(group)]
+        return self.set_groups([*rest, group])
+
+    def unfuse(self, names: list[str]) -> None:
+        self.set_groups([g for g in self.groups if not set(g) & set(names)])
+
+    def suggest(self) -> None:
+        s = fusion.suggest_groups(self._model(), set(self.recipe.settings.skip))
+        self.groups, self.group_method, self.group_notes = s.groups, s.method, s.notes
+        self.recipe.fusion = None
+        self._refresh_tree()
+        self._emit("groups")
+
+    def _refresh_tree(self) -> None:
+        old = self.tree
+        assert self.loaded is not None
+        shapes_known = old is not None and any(n.output_shape for n in old.walk())
+        example = self._example_for(self.loaded, self.recipe) if not shapes_known else None
+        node = tree.build_tree(self.loaded.module, example, self.recipe.mode, self.groups, self.recipe.settings.skip)
+        if old is not None and shapes_known:
+            shapes = {n.name: n.output_shape for n in old.walk()}
+            for n in node.walk():
+                n.output_shape = shapes.get(n.name)
+        self.tree = node
+
+    # -- runs --------------------------------------------------------------------
+    def run(self, *, export: str | Path | None = None) -> Generator[Progress, Any, RunResult]:
+        """Quantize with a snapshot of the current recipe; the caller commits the result with :meth:`add_result`."""
+        if self.loaded is None:
+            raise FlowError("no model is loaded", "open a model first")
+        recipe = copy.deepcopy(self.recipe)
+        recipe.fusion = copy.deepcopy(self.groups) if recipe.mode != "dynamic" else None
+        return run_recipe(recipe, self.loaded, export=export)
+
+    def add_result(self, result: RunResult) -> None:
+        self.results.append(result)
+        if self.tree is not None:
+            tree.annotate(self.tree, result.layers, result.coverage.quantized_layers, result.coverage.float_layers)
+        self._emit("results")
+
+    @property
+    def last(self) -> RunResult | None:
+        return self.results[-1] if self.results else None
