@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ from qstudio.core.recipe import ModelSource, Recipe
 log = logging.getLogger(__name__)
 
 EVENTS = ("model", "recipe", "groups", "results")
+
+
+@dataclass
+class PreparedModel:
+    loaded: LoadedModel
+    groups: list[list[str]]
+    method: str
+    notes: list[str]
+    tree: tree.ModuleNode
 Listener = Callable[[str], None]
 
 
@@ -56,6 +66,10 @@ class Session:
     # -- model -------------------------------------------------------------------
     def load(self, source: ModelSource, *, trust: bool = False) -> LoadedModel:
         """Load a model; on any error the previous model and everything else stay as they were."""
+        return self.commit_load(self.prepare_load(source, trust=trust))
+
+    def prepare_load(self, source: ModelSource, *, trust: bool = False) -> PreparedModel:
+        """The slow part of loading (file, tree, fusion suggestion); changes no state, so it can run in a worker."""
         loaded = load_model(source, trust=trust)
         example = self._example_for(loaded, self.recipe)
         groups: list[list[str]] = []
@@ -64,14 +78,18 @@ class Session:
             s = fusion.suggest_groups(loaded.module, set(self.recipe.settings.skip))
             groups, method, notes = s.groups, s.method, s.notes
         node = tree.build_tree(loaded.module, example, self.recipe.mode, groups, self.recipe.settings.skip)
-        # commit only now that everything succeeded
+        return PreparedModel(loaded, groups, method, notes, node)
+
+    def commit_load(self, prepared: PreparedModel) -> LoadedModel:
+        """Make a prepared model the session's model (call on the thread that owns the session)."""
+        loaded = prepared.loaded
         self.loaded = loaded
         self.recipe.model = loaded.source
         if loaded.input_shape and not self.recipe.input_shape:
             self.recipe.input_shape = list(loaded.input_shape)
         self.recipe.fusion = None
-        self.groups, self.group_method, self.group_notes = groups, method, notes
-        self.tree = node
+        self.groups, self.group_method, self.group_notes = prepared.groups, prepared.method, prepared.notes
+        self.tree = prepared.tree
         self._emit("model")
         return loaded
 
