@@ -74,8 +74,12 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers; write it like 1,8") from None
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="demo, torchvision:NAME, a weights/TorchScript/pickle file, or FILE.py:FUNC")
+def _model_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    help_text = "demo, torchvision:NAME, a weights/TorchScript/pickle file, or FILE.py:FUNC"
+    if optional:
+        p.add_argument("model", metavar="MODEL", nargs="?", default="demo", help=help_text + " (default: demo)")
+    else:
+        p.add_argument("model", metavar="MODEL", help=help_text)
     p.add_argument("--factory", metavar="FILE.py:FUNC", help="function that builds the module a state_dict is loaded into")
     p.add_argument("--trust", action="store_true", help="allow loading this pickle/TorchScript file, which can run code")
     p.add_argument("--input-shape", type=_shape, metavar="1,3,224,224", help="model input shape, batch first")
@@ -293,7 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_window(argv: list[str]) -> int:
     try:
-        from qstudio.ui.app import main as window_main  # type: ignore[import-not-found]
+        from qstudio.ui.app import main as window_main
     except ImportError as exc:
         raise UsageError(
             f"the qstudio window is not available in this installation ({exc})",

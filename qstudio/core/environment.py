@@ -10,6 +10,7 @@ the first second instead of after calibration.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import platform
@@ -77,11 +78,11 @@ def _flag_summary(flags: frozenset[str] | None, wanted: tuple[str, ...]) -> str:
 
 
 def _torchvision_version() -> str:
+    """From the installed metadata: importing torchvision takes over a second and would stall a GUI thread."""
     try:
-        import torchvision
-    except Exception:  # torchvision is optional for the engine; a broken install must not hide the rest
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
-    return str(torchvision.__version__)
 
 
 def available_backends() -> list[str]:

@@ -50,9 +50,10 @@ class TraceFailure:
 class _Tracer(fx.Tracer):
     """An fx tracer that remembers the innermost module being traced when an error happens."""
 
-    def __init__(self, leaves: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, leaves: set[str] = frozenset(), stack_traces: bool = False) -> None:  # type: ignore[assignment]
         super().__init__()
-        self.record_stack_traces = True
+        # Source lines cost ~10x the trace time (and hold the GIL in C++ while capturing), so only on request.
+        self.record_stack_traces = stack_traces
         self.leaves = set(leaves)
         self.failed_in: tuple[str, str] | None = None
 
@@ -68,9 +69,14 @@ class _Tracer(fx.Tracer):
             raise
 
 
-def trace(model: nn.Module, leaves: set[str] | frozenset[str] = frozenset()) -> fx.Graph | TraceFailure:
-    """Trace ``model``; return its graph, or a :class:`TraceFailure` explaining why not."""
-    tracer = _Tracer(set(leaves))
+def trace(
+    model: nn.Module, leaves: set[str] | frozenset[str] = frozenset(), *, stack_traces: bool = False
+) -> fx.Graph | TraceFailure:
+    """Trace ``model``; return its graph, or a :class:`TraceFailure` explaining why not.
+
+    ``stack_traces`` records each node's source line (for messages that point at user code).
+    """
+    tracer = _Tracer(set(leaves), stack_traces)
     try:
         return tracer.trace(model)
     except Exception as exc:  # tracing user code can raise anything

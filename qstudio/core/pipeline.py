@@ -80,6 +80,9 @@ class RunResult:
     environment: dict[str, Any]
     export: ExportInfo | None = None
     quantized: QuantizedModel | None = field(default=None, repr=False, compare=False)
+    # inputs for exporting later from the window: the trace example and a second batch to verify against
+    example: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    check_input: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def speedup(self) -> float | None:
@@ -277,14 +280,7 @@ def run_recipe(
     deploy_lat = (yield from bench.benchmark(fp32_script, make_input, settings, "FP32 TorchScript")) if fp32_script else []
     int8_lat = yield from bench.benchmark(int8_script, make_input, settings, "INT8")
 
-    export_info = None
-    if export is not None:
-        yield Progress("export", 0, 1, f"writing {export}")
-        # the file must reproduce other samples and another batch size too, not only the traced example
-        export_info = export_torchscript(q.module, export, example, check_inputs=[data.eval.sample(4)])
-        yield Progress("export", 1, 1)
-
-    return RunResult(
+    result = RunResult(
         recipe=recipe,
         model_name=loaded.name,
         fp32=Measurement(evaluation.fp32_accuracy, bench.model_size_mb(model), fp32_lat),
@@ -303,6 +299,26 @@ def run_recipe(
         random_data=random_data,
         warnings=warnings,
         environment=environment_info(),
-        export=export_info,
         quantized=q,
+        example=example,
+        check_input=data.eval.sample(4),
     )
+    if export is not None:
+        yield Progress("export", 0, 1, f"writing {export}")
+        export_result(result, export)
+        yield Progress("export", 1, 1)
+    return result
+
+
+def export_result(result: RunResult, path: str | Path) -> ExportInfo:
+    """Export a finished run's INT8 model as verified TorchScript.
+
+    The file must reproduce a second batch of other samples too, not only the
+    traced example: a trace that baked in the example's shapes cannot pass.
+    """
+    if result.quantized is None or result.example is None:
+        raise FlowError("this run has no quantized model in memory", "run the quantization again, then export")
+    checks = [result.check_input] if result.check_input is not None else []
+    info = export_torchscript(result.quantized.module, path, result.example, check_inputs=checks)
+    result.export = info
+    return info

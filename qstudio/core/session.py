@@ -112,6 +112,10 @@ class Session:
         self.recipe = recipe
         if mode_changed and self.loaded is not None:
             self._refresh_tree()
+        elif self.tree is not None:
+            skip = set(recipe.settings.skip)
+            for node in self.tree.walk():
+                node.kept_float = node.name in skip
         self._emit("recipe")
 
     def set_skip(self, name: str, keep_float: bool) -> None:

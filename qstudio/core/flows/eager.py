@@ -76,7 +76,7 @@ def _float_islands(model: nn.Module, skip: list[str], groups: list[list[str]]) -
 
 def blockers(model: nn.Module, leaves: set[str]) -> list[str]:
     """Tensor arithmetic in ``forward`` that eager mode cannot run on quantized tensors."""
-    traced = graphs.trace(model, leaves)
+    traced = graphs.trace(model, leaves, stack_traces=True)
     if isinstance(traced, graphs.TraceFailure):
         return []
     found = []

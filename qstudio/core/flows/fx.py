@@ -9,11 +9,13 @@ treats as a black box).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import torch
+import torch.fx
 from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
@@ -40,6 +42,29 @@ def explain_trace(inp: FlowInput) -> None:
         raise FlowError(traced.describe(), fix)
 
 
+def _no_stack_traces():
+    """prepare_fx records a Python stack trace per graph node by default.
+
+    Capturing them costs seconds on first use (it lazily imports torch's
+    compiler stack) and holds the GIL in C++ long enough to freeze the
+    window's event loop for ~200 ms.  Nothing downstream reads them: qstudio's
+    own messages trace the model separately.
+    """
+    return _fx_config(do_not_emit_stack_traces=True)
+
+
+@contextlib.contextmanager
+def _fx_config(**values: object) -> Iterator[None]:
+    old = {k: getattr(torch.fx.config, k) for k in values}
+    for k, v in values.items():
+        setattr(torch.fx.config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(torch.fx.config, k, v)
+
+
 def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
     return PrepareCustomConfig().set_non_traceable_module_names(list(inp.recipe.settings.skip))
 
@@ -57,7 +82,8 @@ class FxPTQ:
         model = apply_fusion(copy.deepcopy(inp.model).eval(), inp.groups)
         yield Progress("prepare", 0, 1, "inserting observers (prepare_fx)")
         try:
-            prepared = prepare_fx(model, qconfig_mapping(s, s.skip), (inp.example,), prepare_custom_config=_custom_config(inp))
+            with _no_stack_traces():
+                prepared = prepare_fx(model, qconfig_mapping(s, s.skip), (inp.example,), prepare_custom_config=_custom_config(inp))
         except Exception as exc:
             explain_trace(inp)
             raise FlowError(f"prepare_fx failed: {graphs.first_line(exc)}", "try eager mode or keep the failing module in float") from exc
@@ -85,7 +111,8 @@ class FxQAT:
         model = apply_fusion(copy.deepcopy(inp.model), inp.groups, qat=True)
         yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)")
         model.train()
-        prepared = prepare_qat_fx(model, qconfig_mapping(s, s.skip, qat=True), (inp.example,), prepare_custom_config=_custom_config(inp))
+        with _no_stack_traces():
+            prepared = prepare_qat_fx(model, qconfig_mapping(s, s.skip, qat=True), (inp.example,), prepare_custom_config=_custom_config(inp))
         yield Progress("prepare", 1, 1)
         start = time.perf_counter()
         history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)

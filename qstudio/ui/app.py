@@ -1,0 +1,63 @@
+"""Starting the window: ``qstudio [MODEL] [--factory ...] [--mode ...] [--calib-data ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from PySide6.QtWidgets import QApplication
+
+from qstudio.cli import UsageError, _model_args, _Parser, _quantize_args, recipe_from_args
+from qstudio.core.errors import QStudioError
+from qstudio.core.recipe import ModelSource
+from qstudio.core.session import Session
+from qstudio.ui.controller import SessionController
+from qstudio.ui.main_window import MainWindow, app_icon
+
+log = logging.getLogger(__name__)
+
+
+def parse_window_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="qstudio", description="Open the qstudio window (on the demo when no MODEL is given).")
+    _model_args(parser, optional=True)
+    _quantize_args(parser, required_mode=False)
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return parser.parse_args(argv)
+
+
+def create_main_window(argv: list[str] | None = None) -> MainWindow:
+    """Build the window with the model loaded and the recipe preloaded; no event loop is started."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("qstudio")
+    app.setOrganizationName("qstudio")
+    app.setWindowIcon(app_icon())
+    args = parse_window_args(list(argv or []))
+    args.mode = args.mode or "fx"
+    source = ModelSource(spec=args.model, factory=args.factory)
+    random_fallback = args.calib_data is None and source.spec != "demo"
+    if random_fallback:
+        args.calib_data = "random"
+    recipe = recipe_from_args(args, source)
+    window = MainWindow(SessionController(Session(recipe)))
+    window.errors.install_hooks()
+    try:
+        window.controller.session.load(source, trust=args.trust)
+        window._remember(source)
+        window.log_line(f"loaded {window.controller.session.loaded.name}; press Run (F5) to quantize")
+    except QStudioError as exc:
+        window.errors.report(str(exc), exc.details)
+    if random_fallback:
+        window.log_line("no calibration data was given: using RANDOM data; choose real data in Settings > Data")
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        window = create_main_window(argv)
+    except UsageError as exc:
+        print(f"qstudio: error: {exc}", file=sys.stderr)
+        return 2
+    window.show()
+    return QApplication.instance().exec()
+

@@ -1,0 +1,124 @@
+"""Choosing a model to open: a weights file with its factory, a factory alone, or a torchvision architecture.
+
+Trust is never a default: a pickled module or TorchScript file is first
+opened without it; only when the engine says the file needs trust does the
+window ask, naming the file and what trusting it means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
+
+from qstudio.core.recipe import ModelSource
+
+MODEL_FILTER = "Models (*.pt *.pth *.bin *.safetensors *.py *.ts *.ptl *.jit);;All files (*)"
+WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+class OpenModelDialog(QDialog):
+    """A model file and, for a state_dict, the factory that builds its module."""
+
+    def __init__(self, parent: QWidget | None = None, start: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open model")
+        self.setObjectName("openModelDialog")
+        self.resize(620, 180)
+        form = QFormLayout(self)
+        self.path = QLineEdit(start)
+        self.path.setPlaceholderText("weights.pt, model.safetensors, model.py:build, traced.pt …")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_model)
+        row = QHBoxLayout()
+        row.addWidget(self.path)
+        row.addWidget(browse)
+        form.addRow("Model", row)
+        self.factory = QLineEdit()
+        self.factory.setPlaceholderText("model.py:build (needed for a state_dict or .safetensors file)")
+        browse_f = QPushButton("Browse…")
+        browse_f.clicked.connect(self._browse_factory)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.factory)
+        row2.addWidget(browse_f)
+        form.addRow("Factory", row2)
+        hint = QLabel(
+            "Pickled modules and TorchScript files can run code when opened; qstudio asks before trusting one."
+        )
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: #666;")
+        form.addRow(hint)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", MODEL_FILTER)
+        if not path:
+            return
+        if path.endswith(".py"):
+            func, ok = QInputDialog.getText(self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build")
+            if not ok or not func:
+                return
+            path = f"{path}:{func}"
+        self.path.setText(path)
+
+    def _browse_factory(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Factory module", "", "Python (*.py)")
+        if not path:
+            return
+        func, ok = QInputDialog.getText(self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build")
+        if ok and func:
+            self.factory.setText(f"{path}:{func}")
+
+    def source(self) -> ModelSource:
+        return ModelSource(spec=self.path.text().strip(), factory=self.factory.text().strip() or None)
+
+
+def pick_torchvision(parent: QWidget) -> ModelSource | None:
+    names = torchvision_names()
+    default = names.index("resnet18") if "resnet18" in names else 0
+    name, ok = QInputDialog.getItem(parent, "torchvision architecture", "Architecture (random weights; nothing is downloaded):", names, default, False)
+    return ModelSource(f"torchvision:{name}") if ok and name else None
+
+
+def confirm_trust(parent: QWidget, path: str, reason: str) -> bool:
+    """Ask for explicit trust, naming the file; the answer defaults to No."""
+    box = QMessageBox(parent)
+    box.setObjectName("trustBox")
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Trust this file?")
+    box.setText(f"Opening “{Path(path).name}” will run code stored in the file.")
+    box.setInformativeText(
+        f"{reason}\n\nFull path: {path}\n\nOnly trust it if you know who made it. "
+        "qstudio records the trust for this exact file content (its SHA-256)."
+    )
+    trust = box.addButton("I trust this file", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is trust
+
+
+def combo_index(combo: QComboBox, data: str) -> int:
+    return max(0, combo.findData(data))
