@@ -41,7 +41,7 @@ WARNING_STYLE = "color: #8a5a00; background: #fff4d6; border: 1px solid #e0b040;
 # demo split used for each role; DataSource.split names
 _SPLITS = {"calibration": "calib", "evaluation": "eval", "training": "train"}
 _NONE_TEXT = {
-    "evaluation": "None (use calibration data)",
+    "evaluation": "Default (demo eval split, else calibration data)",
     "training": "None (demo train split)",
 }
 _NONE_TIP = {

@@ -342,7 +342,7 @@ class ResultsPanel(QWidget):
         self.latency_chart = LatencyChart()
         v.addWidget(self.latency_chart, 1)
         self.latency_table = _table(
-            ["batch", "FP32 eager ms", "FP32 TorchScript ms", "INT8 ms", "INT8 vs eager", "INT8 vs TorchScript"]
+            ["batch", "FP32 ms", "FP32 TS ms", "INT8 ms", "speedup", "vs TS"]
         )
         self.latency_table.setObjectName("latencyTable")
         self.latency_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -518,19 +518,27 @@ class ResultsPanel(QWidget):
         t.setRowCount(len(sizes))
 
         def cell(s: Any) -> str:
-            return f"{format_ms(s.median_ms)} (p90 {format_ms(s.p90_ms)})" if s is not None else "—"
+            return format_ms(s.median_ms) if s is not None else "—"
 
         for r, b in enumerate(sizes):
             eager, deploy, int8 = (d.get(b) for d in by_batch)
             vs_eager = ratio(eager.median_ms / int8.median_ms) if eager and int8 and int8.median_ms else "—"
             vs_deploy = ratio(deploy.median_ms / int8.median_ms) if deploy and int8 and int8.median_ms else "—"
-            for c, text in enumerate([str(b), cell(eager), cell(deploy), cell(int8), vs_eager, vs_deploy]):
-                t.setItem(r, c, _item(text))
+            for c, (text, stat) in enumerate(
+                [(str(b), None), (cell(eager), eager), (cell(deploy), deploy), (cell(int8), int8), (vs_eager, None), (vs_deploy, None)]
+            ):
+                item = _item(text)
+                if stat is not None:  # the short header keeps the table readable; p90 and the full label on hover
+                    item.setToolTip(f"{stat.label}, batch {b}: median {format_ms(stat.median_ms)}, p90 {format_ms(stat.p90_ms)}")
+                t.setItem(r, c, item)
         header = t.horizontalHeader().sizeHint().height()
         t.setFixedHeight(header + 22 * len(sizes) + 4)
         any_stat = next((s for stats in series for s in stats), None)
         if any_stat is not None:
-            note = f"Median and p90 of {any_stat.iters} timed calls per bar, {any_stat.threads} thread(s)."
+            note = (
+                f"Median of {any_stat.iters} timed calls per bar (whisker: p90), {any_stat.threads} thread(s). "
+                "TS = frozen TorchScript, the best FP32 deployment path."
+            )
             if not result.fp32_deploy:
                 note += " The FP32 TorchScript baseline could not be built for this model."
             self.latency_note.setText(note)

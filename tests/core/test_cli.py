@@ -123,3 +123,22 @@ def test_entry_point_is_installed():
     proc = subprocess.run([str(exe), "inspect", "demo"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "DigitsResNet" in proc.stdout and "Fusion groups" in proc.stdout
+
+
+def test_user_residual_cnn_from_state_dict_and_factory(capsys, tmp_path):
+    """A residual CNN in a plain model.py plus its state_dict, loaded through --factory:
+    FX PTQ keeps top-1 within 0.5 point; eager mode says why it cannot and points to FX."""
+    from safetensors.torch import load_file
+
+    from qstudio.core.paths import resources_dir
+
+    demo = resources_dir() / "demo"
+    torch.save(load_file(demo / "digits_resnet.safetensors"), tmp_path / "weights.pt")
+    base = ["quantize", str(tmp_path / "weights.pt"), "--factory", f"{demo / 'model.py'}:build",
+            "--calib-data", "demo", "--eval-data", "demo", "--iters", "3"]  # fmt: skip
+    code, _, stderr = run_cli(capsys, *base, "--mode", "fx", "--json", str(tmp_path / "fx.json"))
+    assert code == 0, stderr
+    doc = json.loads((tmp_path / "fx.json").read_text())
+    assert doc["fp32"]["accuracy"] - doc["int8"]["accuracy"] <= 0.005
+    code, _, stderr = run_cli(capsys, *base, "--mode", "eager")
+    assert code == 2 and "out = out + identity" in stderr and "--mode fx" in stderr
