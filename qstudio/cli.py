@@ -311,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = "--verbose" in argv or "-v" in argv
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        first = next((a for a in argv if not a.startswith("-")), None)
+        if first not in SUBCOMMANDS and not {"-h", "--help"} & set(argv[:1]):
             return cmd_window(argv)
         args = build_parser().parse_args(argv)
         if args.command is None:
