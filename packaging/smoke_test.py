@@ -70,7 +70,9 @@ def run_command(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         fail(f"`{' '.join(args)}` exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    print(f"      ({' '.join(Path(a).name if i == 0 else a for i, a in enumerate(args))}: {time.perf_counter() - started:.1f} s)")
+    print(
+        f"      ({' '.join(Path(a).name if i == 0 else a for i, a in enumerate(args))}: {time.perf_counter() - started:.1f} s)"
+    )
     return proc
 
 
@@ -81,12 +83,23 @@ def check_import(source: Path | None) -> Path:
     package = Path(qstudio.__file__).resolve().parent
     print(f"qstudio {qstudio.__version__} from {package}")
     if source is not None:
-        check(not is_under(package, source), "qstudio is imported from the installed wheel, not the checkout", str(package))
-    check(any(part in ("site-packages", "dist-packages") for part in package.parts), "qstudio lives in site-packages", str(package))
+        check(
+            not is_under(package, source),
+            "qstudio is imported from the installed wheel, not the checkout",
+            str(package),
+        )
+    check(
+        any(part in ("site-packages", "dist-packages") for part in package.parts),
+        "qstudio lives in site-packages",
+        str(package),
+    )
     dist = importlib.metadata.distribution("qstudio")
     check(dist.version == qstudio.__version__, f"installed metadata version {dist.version} matches qstudio.__version__")
     record = dist.locate_file("qstudio/__init__.py")
-    check(Path(str(record)).resolve() == package / "__init__.py", "the qstudio distribution found first is the one imported")
+    check(
+        Path(str(record)).resolve() == package / "__init__.py",
+        "the qstudio distribution found first is the one imported",
+    )
     scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
     check(scripts.get("qstudio") == "qstudio.cli:main", "console script entry point qstudio = qstudio.cli:main")
     return package
@@ -96,7 +109,9 @@ def check_package_files(package: Path, source: Path | None) -> None:
     from qstudio.core.paths import resources_dir
 
     resources = resources_dir().resolve()
-    check(resources == package / "resources", "resources_dir() is the folder inside the installed package", str(resources))
+    check(
+        resources == package / "resources", "resources_dir() is the folder inside the installed package", str(resources)
+    )
     for name in DEMO_FILES:
         check((resources / "demo" / name).is_file(), f"demo file resources/demo/{name} is installed")
     check((resources / "icons" / "qstudio.svg").is_file(), "icon resources/icons/qstudio.svg is installed")
@@ -104,9 +119,13 @@ def check_package_files(package: Path, source: Path | None) -> None:
     from qstudio.core import report
 
     template = Path(report.TEMPLATE_DIR) / report.TEMPLATE_NAME
-    check(template.is_file() and is_under(template, package), f"report template {template.relative_to(package)} is installed")
+    check(
+        template.is_file() and is_under(template, package),
+        f"report template {template.relative_to(package)} is installed",
+    )
 
     if source is not None and (source / "qstudio").is_dir():
+
         def files(folder: Path, relative_to: Path) -> set[str]:
             return {
                 p.relative_to(relative_to).as_posix()
@@ -119,7 +138,11 @@ def check_package_files(package: Path, source: Path | None) -> None:
         check(not missing, f"all {len(wanted)} files of the checkout's qstudio/ are in the wheel", ", ".join(missing))
         wanted_res, have_res = files(source / "resources", source / "resources"), files(resources, resources)
         missing = sorted(wanted_res - have_res)
-        check(not missing, f"all {len(wanted_res)} files of the checkout's resources/ are in the wheel", ", ".join(missing))
+        check(
+            not missing,
+            f"all {len(wanted_res)} files of the checkout's resources/ are in the wheel",
+            ", ".join(missing),
+        )
 
 
 def check_ui_dependencies() -> None:
@@ -127,7 +150,9 @@ def check_ui_dependencies() -> None:
     import PySide6
     import superqt
 
-    ok(f"UI dependencies import: PySide6 {PySide6.__version__}, pyqtgraph {pyqtgraph.__version__}, superqt {superqt.__version__}")
+    ok(
+        f"UI dependencies import: PySide6 {PySide6.__version__}, pyqtgraph {pyqtgraph.__version__}, superqt {superqt.__version__}"
+    )
 
 
 def check_cli(workdir: Path) -> None:
@@ -136,7 +161,9 @@ def check_cli(workdir: Path) -> None:
     proc = run_command([str(exe), "--help"], workdir)
     check("quantize" in proc.stdout, "`qstudio --help` lists the subcommands")
     proc = run_command([str(exe), "inspect", "demo"], workdir)
-    check("DigitsResNet" in proc.stdout and "conv1" in proc.stdout, "`qstudio inspect demo` prints the demo's module tree")
+    check(
+        "DigitsResNet" in proc.stdout and "conv1" in proc.stdout, "`qstudio inspect demo` prints the demo's module tree"
+    )
     out, report_file = workdir / "out.json", workdir / "report.html"
     run_command(
         [str(exe), "quantize", "demo", "--mode", "fx", "--calib-batches", "1", "--iters", "2",
@@ -145,11 +172,23 @@ def check_cli(workdir: Path) -> None:
     )  # fmt: skip
     doc = json.loads(out.read_text(encoding="utf-8"))
     fp32, int8 = doc["fp32"]["accuracy"], doc["int8"]["accuracy"]
-    check(doc["model"] == "demo" and doc["mode"] == "fx", "`qstudio quantize demo --mode fx --json out.json` wrote the figures")
-    check(fp32 is not None and int8 is not None and int8 >= fp32 - 0.02, f"demo accuracy FP32 {fp32:.1%} -> INT8 {int8:.1%}")
-    check(doc["int8"]["size_mb"] < doc["fp32"]["size_mb"], f"INT8 model is smaller ({doc['fp32']['size_mb']:.2f} -> {doc['int8']['size_mb']:.2f} MB)")
+    check(
+        doc["model"] == "demo" and doc["mode"] == "fx",
+        "`qstudio quantize demo --mode fx --json out.json` wrote the figures",
+    )
+    check(
+        fp32 is not None and int8 is not None and int8 >= fp32 - 0.02,
+        f"demo accuracy FP32 {fp32:.1%} -> INT8 {int8:.1%}",
+    )
+    check(
+        doc["int8"]["size_mb"] < doc["fp32"]["size_mb"],
+        f"INT8 model is smaller ({doc['fp32']['size_mb']:.2f} -> {doc['int8']['size_mb']:.2f} MB)",
+    )
     html = report_file.read_text(encoding="utf-8")
-    check(html.lstrip().lower().startswith("<!doctype html") and "demo" in html, f"HTML report rendered from the installed template ({len(html) // 1024} KB)")
+    check(
+        html.lstrip().lower().startswith("<!doctype html") and "demo" in html,
+        f"HTML report rendered from the installed template ({len(html) // 1024} KB)",
+    )
 
 
 def window_child() -> int:
@@ -158,7 +197,7 @@ def window_child() -> int:
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication, QPushButton, QTreeView
 
-    settings = tempfile.mkdtemp(prefix="qstudio-smoke-settings-")
+    settings = os.environ.get("XDG_CONFIG_HOME") or tempfile.mkdtemp(prefix="qstudio-smoke-settings-")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, settings)
 
     from qstudio.ui import create_main_window
@@ -193,11 +232,19 @@ def check_window(workdir: Path) -> None:
     )  # fmt: skip
     lines = [line for line in proc.stdout.splitlines() if line.startswith("WINDOW ")]
     if proc.returncode != 0 or not lines:
-        fail(f"the window did not exit cleanly (exit {proc.returncode})\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        fail(
+            f"the window did not exit cleanly (exit {proc.returncode})\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
     facts = json.loads(lines[-1][len("WINDOW ") :])
     seconds = time.perf_counter() - started
-    check(facts["exec"] == 0, f"window opened offscreen, ran its event loop {WINDOW_SECONDS:.0f} s and exited cleanly ({seconds:.1f} s in all)")
-    check(facts["loaded"] == "demo" and facts["tree_rows"] > 0, f"the window loaded the demo ({facts['tree_rows']} top-level modules in modelTree)")
+    check(
+        facts["exec"] == 0,
+        f"window opened offscreen, ran its event loop {WINDOW_SECONDS:.0f} s and exited cleanly ({seconds:.1f} s in all)",
+    )
+    check(
+        facts["loaded"] == "demo" and facts["tree_rows"] > 0,
+        f"the window loaded the demo ({facts['tree_rows']} top-level modules in modelTree)",
+    )
     check(facts["run_enabled"] and not facts["error"], "Run is enabled and no error was shown", facts["error"])
     check(facts["icon"], "the window icon renders from the installed SVG")
 

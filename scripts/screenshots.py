@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication, QProgressBar, QPushButton, QTabWidget
 
-    settings_dir = tempfile.mkdtemp(prefix="qstudio-screenshots-")
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, settings_dir)
-    os.environ["XDG_CONFIG_HOME"] = settings_dir
+    settings = tempfile.TemporaryDirectory(prefix="qstudio-screenshots-")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, settings.name)
+    os.environ["XDG_CONFIG_HOME"] = settings.name
 
     from qstudio.ui import create_main_window
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     window.controller.wait()
     window.close()
     app.processEvents()
+    settings.cleanup()
     return 0 if state["during"] else 1
 
 

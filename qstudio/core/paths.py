@@ -1,4 +1,4 @@
-"""Where qstudio's shipped files live, in a source checkout and in an installed wheel."""
+"""Where qstudio's shipped files live, in an installed wheel and in a source checkout."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 
 def resources_dir() -> Path:
-    """The ``resources`` folder: the repository's in a checkout, else the one inside the package."""
-    checkout = Path(__file__).resolve().parents[2] / "resources"
-    if checkout.is_dir():
-        return checkout
-    import qstudio
+    """The ``resources`` folder: inside the package when installed (``qstudio/resources``), else the checkout's.
 
-    return Path(qstudio.__file__).resolve().parent / "resources"
+    The package's own copy is looked for first, so another distribution that
+    happens to install a top-level ``resources/`` folder can never be used.
+    """
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "resources"
+    return packaged if packaged.is_dir() else here.parents[2] / "resources"

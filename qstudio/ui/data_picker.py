@@ -41,7 +41,7 @@ WARNING_STYLE = "color: #8a5a00; background: #fff4d6; border: 1px solid #e0b040;
 # demo split used for each role; DataSource.split names
 _SPLITS = {"calibration": "calib", "evaluation": "eval", "training": "train"}
 _NONE_TEXT = {
-    "evaluation": "Default (demo eval split, else calibration data)",
+    "evaluation": "Automatic",
     "training": "None (demo train split)",
 }
 _NONE_TIP = {
@@ -107,6 +107,12 @@ class DataPicker(QWidget):
         )
         if allow_none:
             self.kindCombo.addItem(_NONE_TEXT.get(role, "None (use calibration data)"), NONE)
+            if role == "evaluation":
+                self.kindCombo.setItemData(
+                    self.kindCombo.count() - 1,
+                    "The demo's held-out eval split when calibrating on the demo, otherwise the calibration data",
+                    Qt.ItemDataRole.ToolTipRole,
+                )
             self.kindCombo.setItemData(self.kindCombo.count() - 1, _NONE_TIP.get(role, ""), Qt.ItemDataRole.ToolTipRole)
 
         self.pathEdit = QLineEdit(objectName="pathEdit", readOnly=True)

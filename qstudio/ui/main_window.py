@@ -93,7 +93,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 3)
         splitter.setStretchFactor(2, 4)
-        splitter.setSizes([330, 430, 520])
+        splitter.setSizes([320, 560, 400])  # the tree needs room for its SQNR columns; results widen after a run
         self.splitter = splitter
         self.setCentralWidget(splitter)
         self.results_panel.layerClicked.connect(self.tree_panel.select_module)
@@ -109,6 +109,7 @@ class MainWindow(QMainWindow):
         self.controller.modelChanged.connect(self._update_status)
         self.controller.recipeChanged.connect(self._update_status)
         self.controller.resultsChanged.connect(self._update_status)
+        self.controller.resultsChanged.connect(self._widen_results_once)
         self._on_busy(False)
 
         self._restore_state()
@@ -178,6 +179,7 @@ class MainWindow(QMainWindow):
         self.act_open_demo = self._action("Open the &demo", lambda: self.open_model(ModelSource("demo")))
         self.act_open_recipe = self._action("Open &recipe…", self.open_recipe_dialog, "Ctrl+Shift+R")
         self.act_save_recipe = self._action("&Save recipe…", self.save_recipe, QKeySequence.StandardKey.Save)
+        self.act_last_recipe = self._action("Reopen &last recipe", self.reopen_last_recipe, tip="The recipe in use when qstudio was last closed")
         self.act_export = self._action("&Export TorchScript…", self.export_torchscript, "Ctrl+E", "Export the INT8 model, verified by reload")
         self.act_report = self._action("Export &report…", self.export_report, "Ctrl+Shift+E", "Self-contained HTML report")
         self.act_charts = self._action("Export chart &PNGs…", self.export_charts)
@@ -193,7 +195,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.setObjectName("recentMenu")
         menu.addMenu(self.recent_menu)
         menu.addSeparator()
-        for a in (self.act_open_recipe, self.act_save_recipe):
+        for a in (self.act_open_recipe, self.act_last_recipe, self.act_save_recipe):
             menu.addAction(a)
         menu.addSeparator()
         for a in (self.act_export, self.act_report, self.act_charts):
@@ -295,6 +297,14 @@ class MainWindow(QMainWindow):
         self.act_export.setEnabled(self.export_button.isEnabled())
         self.act_report.setEnabled(not self.controller.busy and s.last is not None)
 
+    def _widen_results_once(self) -> None:
+        """After the first result the charts deserve the larger share; later the user's split is kept."""
+        if getattr(self, "_widened", False):
+            return
+        self._widened = True
+        total = sum(self.splitter.sizes())
+        self.splitter.setSizes([320, int((total - 320) * 0.45), int((total - 320) * 0.55)])
+
     def _on_busy(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.act_run.setEnabled(not busy)
@@ -374,6 +384,20 @@ class MainWindow(QMainWindow):
             return
         self.controller.session.recipe = recipe
         self.log_line(f"recipe {path} opened; loading its model {recipe.model.spec}")
+        self.open_model(recipe.model)
+
+    def reopen_last_recipe(self) -> None:
+        text = self.qsettings.value("recipe/last", "")
+        if not isinstance(text, str) or not text:
+            self.errors.report("No recipe was saved from an earlier session yet. Fix: run and close qstudio once first.", "")
+            return
+        try:
+            recipe = Recipe.from_toml(text)
+        except QStudioError as exc:
+            self.errors.report(f"The last recipe could not be read: {exc}", "")
+            return
+        self.controller.session.recipe = recipe
+        self.log_line(f"last recipe reopened; loading its model {recipe.model.spec}")
         self.open_model(recipe.model)
 
     def save_recipe(self) -> None:

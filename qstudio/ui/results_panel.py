@@ -295,6 +295,7 @@ class ResultsPanel(QWidget):
         self.empty.setObjectName("emptyState")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
+        self.empty.setContentsMargins(24, 0, 24, 0)
         self.stack.addWidget(self.empty)
 
         content = QWidget()
@@ -364,7 +365,7 @@ class ResultsPanel(QWidget):
         self.layer_chart = LayerErrorChart()
         self.layer_chart.layerClicked.connect(self._on_chart_layer)
         split.addWidget(self.layer_chart)
-        self.layer_table = _table(["#", "layer", "type", "weight SQNR dB", "activation SQNR dB"])
+        self.layer_table = _table(["#", "layer", "type", "weight dB", "act. dB"])  # SQNR; short headers leave room for names
         self.layer_table.setObjectName("layerTable")
         self.layer_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         header = self.layer_table.horizontalHeader()

@@ -55,7 +55,7 @@ BACKEND_TIPS = {
     "onednn": "Intel oneDNN kernels",
 }
 OBSERVER_ITEMS = (("Histogram (default)", "histogram"), ("MinMax", "minmax"), ("Moving average", "moving_average"))
-REDUCE_RANGE_ITEMS = (("Auto (8-bit on VNNI CPUs)", "auto"), ("7-bit", "on"), ("8-bit", "off"))
+REDUCE_RANGE_ITEMS = (("Auto (8-bit if VNNI)", "auto"), ("7-bit", "on"), ("8-bit", "off"))
 DYNAMIC_DTYPE_ITEMS = (("qint8", "qint8"), ("float16", "float16"))
 QAT_GRAPH_ITEMS = (("FX graph", "fx"), ("Eager", "eager"))
 INPUT_DTYPE_ITEMS = (("Auto (from the model)", None), ("float32", "float32"), ("int64 (token ids)", "int64"))
@@ -256,6 +256,7 @@ class SettingsPanel(QWidget):
         self.errorLabel.hide()
         self.lockLabel = QLabel("Settings are locked while a run is going.", objectName="settingsLocked")
         self.lockLabel.setStyleSheet(LOCK_STYLE)
+        self.lockLabel.setContentsMargins(8, 2, 8, 2)
         self.lockLabel.hide()
 
         outer = QVBoxLayout(self)

@@ -149,14 +149,14 @@ def test_picking_a_kind_opens_the_dialog_and_cancel_goes_back(
 ) -> None:
     picker = child(panel, DataPicker, "evalPicker")
     kind = picker.findChild(QComboBox, "kindCombo")
-    assert kind.currentText() == "Default (demo eval split, else calibration data)"
+    assert kind.currentText() == "Automatic"
     asked: list[str] = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: asked.append("dir") or "")
     index = kind.findData("folder")
     kind.setCurrentIndex(index)
     kind.activated.emit(index)  # what a user's pick emits
     assert asked == ["dir"]
-    assert kind.currentText() == "Default (demo eval split, else calibration data)"
+    assert kind.currentText() == "Automatic"
     assert controller.session.recipe.eval is None
     assert panel.error_text() == ""
 

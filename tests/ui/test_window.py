@@ -198,3 +198,16 @@ def test_bad_model_argument_opens_window_with_message(qtbot, tmp_path):
     qtbot.waitUntil(lambda: w.errors.box is not None and w.errors.box.isVisible())
     assert "does not exist" in w.errors.box.text()
     assert w.controller.session.loaded is None
+
+
+def test_last_recipe_is_persisted_and_reopened(qtbot):
+    w = create_main_window([*FAST, "--mode", "dynamic"])
+    qtbot.addWidget(w)
+    w.close()  # saves the recipe in QSettings
+    w2 = create_main_window(FAST)
+    qtbot.addWidget(w2)
+    assert w2.controller.session.recipe.mode == "fx"
+    w2.reopen_last_recipe()
+    qtbot.waitUntil(lambda: not w2.controller.busy and w2.controller.session.loaded is not None, timeout=60_000)
+    assert w2.controller.session.recipe.mode == "dynamic"
+    assert w2.findChild(QComboBox, "modeCombo").currentData() == "dynamic"
