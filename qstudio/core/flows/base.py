@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,6 +93,25 @@ def calibrate(
             prepared(x)
             yield Progress(stage, i + 1, total)
     return time.perf_counter() - start
+
+
+def convert_step(
+    prepared: nn.Module,
+    convert: Callable[[nn.Module], nn.Module],
+    mode: str,
+    prefix: str,
+    seconds: float,
+    history: list[EpochStats] | None = None,
+    label: str = "converting to INT8",
+) -> Generator[Progress, None, QuantizedModel]:
+    """The last step every static flow shares: keep a float reference, convert, package the result."""
+    prepared.eval()
+    start = time.perf_counter()
+    yield Progress("convert", 0, 1, label)
+    reference = float_reference(prepared)
+    quantized = convert(prepared)
+    yield Progress("convert", 1, 1)
+    return QuantizedModel(quantized.eval(), reference, mode, prefix, seconds, time.perf_counter() - start, history or [])
 
 
 def float_reference(prepared: nn.Module) -> nn.Module:

@@ -22,7 +22,7 @@ from torch.ao.quantization import DeQuantStub, QuantStub, QuantWrapper, convert,
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import ISLAND_ATTR, FlowInput, QuantizedModel, calibrate, float_reference
+from qstudio.core.flows.base import ISLAND_ATTR, FlowInput, QuantizedModel, calibrate, convert_step
 from qstudio.core.flows.qconfig import qat_qconfig, static_qconfig
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
@@ -166,6 +166,10 @@ def dry_run(inp: FlowInput) -> None:
         tracker.close()
 
 
+def _convert(prepared: nn.Module) -> nn.Module:
+    return convert(prepared, inplace=True)
+
+
 class EagerPTQ:
     mode = "eager"
 
@@ -181,12 +185,7 @@ class EagerPTQ:
         prepared = _prepare_static(inp, qat=False)
         yield Progress("prepare", 1, 1)
         seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
-        yield Progress("convert", 0, 1, "converting to INT8")
-        start = time.perf_counter()
-        reference = float_reference(prepared)
-        quantized = convert(prepared, inplace=True)
-        yield Progress("convert", 1, 1)
-        return QuantizedModel(quantized.eval(), reference, "eager", PREFIX, seconds, time.perf_counter() - start)
+        return (yield from convert_step(prepared, _convert, "eager", PREFIX, seconds))
 
 
 class EagerQAT:
@@ -207,10 +206,4 @@ class EagerQAT:
         start = time.perf_counter()
         history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
         seconds = time.perf_counter() - start
-        prepared.eval()
-        reference = float_reference(prepared)
-        yield Progress("convert", 0, 1, "converting to INT8")
-        t0 = time.perf_counter()
-        quantized = convert(prepared, inplace=True)
-        yield Progress("convert", 1, 1)
-        return QuantizedModel(quantized.eval(), reference, "qat", PREFIX, seconds, time.perf_counter() - t0, history)
+        return (yield from convert_step(prepared, _convert, "qat", PREFIX, seconds, history))

@@ -21,7 +21,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, float_reference
+from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, convert_step
 from qstudio.core.flows.qconfig import qconfig_mapping
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
@@ -65,6 +65,9 @@ def _fx_config(**values: object) -> Iterator[None]:
             setattr(torch.fx.config, k, v)
 
 
+CONVERT_LABEL = "converting to INT8 (convert_fx)"
+
+
 def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
     return PrepareCustomConfig().set_non_traceable_module_names(list(inp.recipe.settings.skip))
 
@@ -89,12 +92,7 @@ class FxPTQ:
             raise FlowError(f"prepare_fx failed: {graphs.first_line(exc)}", "try eager mode or keep the failing module in float") from exc
         yield Progress("prepare", 1, 1)
         seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
-        start = time.perf_counter()
-        yield Progress("convert", 0, 1, "converting to INT8 (convert_fx)")
-        reference = float_reference(prepared)
-        quantized = convert_fx(prepared)
-        yield Progress("convert", 1, 1)
-        return QuantizedModel(quantized.eval(), reference, "fx", "", seconds, time.perf_counter() - start)
+        return (yield from convert_step(prepared, convert_fx, "fx", "", seconds, label=CONVERT_LABEL))
 
 
 class FxQAT:
@@ -117,10 +115,4 @@ class FxQAT:
         start = time.perf_counter()
         history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
         seconds = time.perf_counter() - start
-        prepared.eval()
-        reference = float_reference(prepared)
-        yield Progress("convert", 0, 1, "converting to INT8 (convert_fx)")
-        t0 = time.perf_counter()
-        quantized = convert_fx(prepared)
-        yield Progress("convert", 1, 1)
-        return QuantizedModel(quantized.eval(), reference, "qat", "", seconds, time.perf_counter() - t0, history)
+        return (yield from convert_step(prepared, convert_fx, "qat", "", seconds, history, label=CONVERT_LABEL))
