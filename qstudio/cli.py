@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # torch announces the deprecation of torch.ao/TorchScript on every call; qstudio's own warnings
+        # (coverage, random data, fusion) are printed by qstudio itself
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*(quantize_per_tensor|reduce_range will be deprecated).*")
     try:
         first = next((a for a in argv if not a.startswith("-")), None)
         if first not in SUBCOMMANDS and not {"-h", "--help"} & set(argv[:1]):

@@ -23,3 +23,22 @@ def isolated_settings(tmp_path, monkeypatch):
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def delete_qt_objects_between_tests():
+    """Destroy each test's windows while no worker thread runs.
+
+    Left to Python's garbage collector, an old window can be destroyed in the
+    middle of a later test while that test's worker emits a signal; PySide
+    then deadlocks (the GUI thread holds the GIL and waits for Qt's
+    signal-slot mutex, the worker holds the mutex and waits for the GIL).
+    """
+    yield
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(60_000)
+    gc.collect()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
