@@ -93,11 +93,13 @@ class SessionController(QObject):
             result = yield from work()
             return result
 
-        worker = create_worker(job, _start_thread=False)
+        # _ignore_errors: superqt would otherwise re-raise every worker error in the GUI thread as well,
+        # where the excepthook would report it a second time as a crash
+        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
         self.worker, self.task, self.started_at = worker, task, time.monotonic()
         worker.yielded.connect(self.progress.emit)
         worker.returned.connect(lambda value: self._finish(on_done, value))
-        worker.errored.connect(lambda exc: None if intercept and self._intercepted(exc, intercept) else self._fail(exc, on_error))
+        worker.errored.connect(lambda exc: self._on_errored(exc, on_error, intercept))
         worker.aborted.connect(lambda: self._fail(Cancelled("cancelled by the user"), on_error))
         self.busyChanged.emit(True)
         self.log.emit(f"{task}: started")
@@ -109,13 +111,20 @@ class SessionController(QObject):
             self.log.emit(f"{self.task}: cancelling after the current batch")
             self.worker.quit()
 
-    def _intercepted(self, exc: BaseException, intercept: Callable[[BaseException], bool]) -> bool:
-        """Let the caller handle an expected error itself (e.g. a file that needs trust)."""
-        self._release()
-        if intercept(exc):
-            return True
-        self._fail(exc, None)
-        return True
+    def _on_errored(
+        self,
+        exc: BaseException,
+        on_error: Callable[[str], None] | None,
+        intercept: Callable[[BaseException], bool] | None,
+    ) -> None:
+        """An intercept may handle an expected error itself (e.g. a file that needs trust); else report it."""
+        if intercept is not None:
+            task = self.task
+            self._release()
+            self.task = task
+            if intercept(exc):
+                return
+        self._fail(exc, on_error)
 
     def _release(self) -> None:
         self.worker = None
@@ -164,6 +173,7 @@ class SessionController(QObject):
         trust: bool = False,
         on_done: Callable[[Any], None] | None = None,
         on_untrusted: Callable[[UntrustedFileError], bool] | None = None,
+        on_failed: Callable[[str], None] | None = None,
     ) -> bool:
         """Load in a worker.  ``on_untrusted`` may ask the user and return True to handle a file needing trust."""
         def work() -> Generator[Progress, Any, Any]:
@@ -183,7 +193,7 @@ class SessionController(QObject):
         def intercept(exc: BaseException) -> bool:
             return isinstance(exc, UntrustedFileError) and on_untrusted is not None and on_untrusted(exc)
 
-        return self.start(f"open {source.spec}", work, done, intercept=intercept)
+        return self.start(f"open {source.spec}", work, done, on_failed, intercept=intercept)
 
     def run(self, *, export: str | None = None) -> bool:
         if self.session.loaded is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
@@ -347,17 +348,23 @@ class MainWindow(QMainWindow):
             self.log_line(f"epoch {m['epoch']:.0f}: loss {m['loss']:.4f}, train accuracy {m['train_accuracy']:.2%}{acc}")
 
     # -- actions -------------------------------------------------------------------
-    def open_model(self, source: ModelSource, *, trust: bool = False) -> bool:
+    def open_model(
+        self, source: ModelSource, *, trust: bool = False, on_failed: Callable[[str], None] | None = None
+    ) -> bool:
         def ask_trust(exc: UntrustedFileError) -> bool:
             path = source.spec
             if confirm_trust(self, path, exc.problem):
                 self.log_line(f"trust given for {path}")
-                QTimer.singleShot(0, lambda: self.open_model(source, trust=True))
+                QTimer.singleShot(0, lambda: self.open_model(source, trust=True, on_failed=on_failed))
             else:
                 self.log_line(f"not opened: {path} needs trust and none was given")
+                if on_failed:
+                    on_failed("no trust given")
             return True
 
-        return self.controller.open_model(source, trust=trust, on_done=lambda _l: self._remember(source), on_untrusted=ask_trust)
+        return self.controller.open_model(
+            source, trust=trust, on_done=lambda _l: self._remember(source), on_untrusted=ask_trust, on_failed=on_failed
+        )
 
     def open_model_dialog(self) -> None:
         dialog = OpenModelDialog(self)
@@ -382,9 +389,7 @@ class MainWindow(QMainWindow):
         except QStudioError as exc:
             self.errors.report(str(exc), "")
             return
-        self.controller.session.recipe = recipe
-        self.log_line(f"recipe {path} opened; loading its model {recipe.model.spec}")
-        self.open_model(recipe.model)
+        self._apply_recipe_with_model(recipe, f"recipe {path}")
 
     def reopen_last_recipe(self) -> None:
         text = self.qsettings.value("recipe/last", "")
@@ -396,9 +401,22 @@ class MainWindow(QMainWindow):
         except QStudioError as exc:
             self.errors.report(f"The last recipe could not be read: {exc}", "")
             return
-        self.controller.session.recipe = recipe
-        self.log_line(f"last recipe reopened; loading its model {recipe.model.spec}")
-        self.open_model(recipe.model)
+        self._apply_recipe_with_model(recipe, "the last recipe")
+
+    def _apply_recipe_with_model(self, recipe: Recipe, what: str) -> None:
+        """Use ``recipe`` and load its model; if the model cannot be loaded, the earlier settings come back."""
+        session = self.controller.session
+        previous = session.recipe
+        session.recipe = recipe
+
+        def restore(_message: str) -> None:
+            session.recipe = previous
+            self.controller.recipeChanged.emit()
+            self.log_line(f"{what} was not applied: its model could not be opened; your earlier settings are kept")
+
+        self.log_line(f"{what} opened; loading its model {recipe.model.spec}")
+        if not self.open_model(recipe.model, on_failed=restore):
+            session.recipe = previous
 
     def save_recipe(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.toml", "Recipes (*.toml)")

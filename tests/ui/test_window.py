@@ -94,6 +94,8 @@ def test_worker_error_from_bad_data_reaches_the_user(qtbot, window, tmp_path):
         window.findChild(QPushButton, "runButton").click()
     assert "shape" in blocker.args[0] and "Fix:" in blocker.args[0]
     assert window.controller.session.loaded is not None and not window.controller.busy
+    qtbot.waitUntil(lambda: window.errors.box is not None and window.errors.box.isVisible())
+    assert "shape" in window.errors.box.text()
 
 
 def test_cancel_midway_stops_within_a_batch(qtbot, window):
@@ -211,3 +213,17 @@ def test_last_recipe_is_persisted_and_reopened(qtbot):
     qtbot.waitUntil(lambda: not w2.controller.busy and w2.controller.session.loaded is not None, timeout=60_000)
     assert w2.controller.session.recipe.mode == "dynamic"
     assert w2.findChild(QComboBox, "modeCombo").currentData() == "dynamic"
+
+
+def test_recipe_whose_model_fails_keeps_earlier_settings(qtbot, tmp_path):
+    from qstudio.core.recipe import ModelSource, Recipe
+
+    w = create_main_window([*FAST, "--mode", "dynamic"])
+    qtbot.addWidget(w)
+    Recipe(mode="eager", model=ModelSource(str(tmp_path / "gone.pt"))).save(tmp_path / "r.toml")
+    w.open_recipe(str(tmp_path / "r.toml"))
+    qtbot.waitUntil(lambda: w.errors.box is not None and w.errors.box.isVisible(), timeout=30_000)
+    assert "does not exist" in w.errors.box.text()
+    assert w.controller.session.recipe.mode == "dynamic"  # the earlier settings are back
+    assert w.controller.session.loaded.name == "demo"  # and the model stayed
+    assert w.findChild(QComboBox, "modeCombo").currentData() == "dynamic"
