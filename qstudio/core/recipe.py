@@ -9,6 +9,7 @@ dataclass validated in ``__post_init__``; errors name the TOML key
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ def _positive(key: str, value: Any, *, allow_zero: bool = False, kind: type = in
     ok_type = isinstance(value, kind) and not isinstance(value, bool)
     if kind is float:
         ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok_type or value < 0 or (value == 0 and not allow_zero):
+    if not ok_type or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "greater than zero"
         raise RecipeError(f"{key} = {value!r} is invalid", f"give a {kind.__name__} {need}")
 
@@ -266,6 +267,7 @@ class Recipe:
             if key in sections:
                 kwargs[key] = _build(sections[key], key, value)
             else:
+                _check_types(cls, "", {key: value})
                 kwargs[key] = value
         try:
             return cls(version=version, **kwargs)
@@ -311,6 +313,38 @@ class Recipe:
             raise RecipeError(f"{path}: {exc.problem}", exc.fix) from None
 
 
+_SCALARS: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "None": lambda v: v is None,
+}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Does ``value`` (from TOML) fit a field annotated like ``list[float] | None``?"""
+    for option in (a.strip() for a in annotation.split("|")):
+        if option.startswith("list["):
+            if isinstance(value, list) and all(_type_ok(v, option[len("list[") : -1]) for v in value):
+                return True
+        elif option in _SCALARS:
+            if _SCALARS[option](value):
+                return True
+        else:
+            return True  # a nested section: checked by its own class
+    return False
+
+
+def _check_types(kind: type, section: str, values: dict[str, Any]) -> None:
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(kind)}
+    for key, value in values.items():
+        ann = annotations.get(key)
+        if ann is not None and not _type_ok(value, ann):
+            where = f"{section}.{key}" if section else key
+            raise RecipeError(f"{where} = {value!r} has the wrong type", f"write a value of type {ann}")
+
+
 def _build(kind: type, section: str, value: Any) -> Any:
     if not isinstance(value, dict):
         raise RecipeError(f"[{section}] must be a table", f"write it as a [{section}] section")
@@ -321,6 +355,7 @@ def _build(kind: type, section: str, value: Any) -> Any:
                 f"unknown key {section}.{key}",
                 f"remove it; [{section}] accepts {', '.join(sorted(names))}",
             )
+    _check_types(kind, section, value)
     try:
         return kind(**value)
     except RecipeError as exc:
