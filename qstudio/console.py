@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from qstudio.core import progress as core_progress
+from qstudio.core.formatting import fmt_db
 
 out = Console()
 err = Console(stderr=True)
@@ -48,14 +48,6 @@ class ProgressPrinter:
         if step.metrics and "loss" in step.metrics:
             desc = f"{step.stage} loss {step.metrics['loss']:.3f}"
         self._bar.update(task, completed=step.done, total=step.total, description=desc)
-
-
-def fmt_db(v: float | None) -> str:
-    if v is None:
-        return "—"
-    if math.isinf(v):
-        return "∞" if v > 0 else "-∞"
-    return f"{v:.1f}"
 
 
 def fmt_pct(v: float | None) -> str:

@@ -20,6 +20,9 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QFont
 from PySide6.QtWidgets import QToolTip, QWidget
 
+from qstudio.core.formatting import fmt_db as format_db  # the panel and tests use the UI's names
+from qstudio.core.formatting import fmt_ms as format_ms
+
 if TYPE_CHECKING:
     from qstudio.core.benchmark import LatencyStat
     from qstudio.core.compare import LayerError
@@ -49,25 +52,6 @@ def sqnr_colour(db: float) -> str:
     if db <= 30:
         return AMBER
     return GREEN
-
-
-def format_ms(ms: float) -> str:
-    """Milliseconds with about three significant digits: 121, 16.8, 1.25, 0.084."""
-    if ms >= 100:
-        return f"{ms:.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
-    return f"{ms:.3f}"
-
-
-def format_db(db: float | None) -> str:
-    if db is None or math.isnan(db):
-        return "—"
-    if math.isinf(db):
-        return "∞" if db > 0 else "−∞"
-    return f"{db:.1f}"
 
 
 def _font(points: float, bold: bool = False) -> QFont:

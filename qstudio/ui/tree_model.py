@@ -17,6 +17,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 
+from qstudio.core.formatting import fmt_db as format_sqnr
 from qstudio.core.tree import ModuleNode
 
 #: The qualified module name ("layers.0.conv1") of a row, in every column.
@@ -75,14 +76,6 @@ def sqnr_colour(db: float | None) -> QColor | None:
     if db <= 30:
         return SQNR_FAIR
     return SQNR_GOOD
-
-
-def format_sqnr(db: float | None) -> str:
-    if db is None or math.isnan(db):
-        return DASH
-    if math.isinf(db):
-        return "∞" if db > 0 else "-∞"
-    return f"{db:.1f}"
 
 
 def format_shape(shape: list[int] | None) -> str:
