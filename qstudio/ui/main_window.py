@@ -32,13 +32,14 @@ from PySide6.QtWidgets import (
 )
 
 from qstudio.core.errors import QStudioError, UntrustedFileError
+from qstudio.core.loading import file_sha256
 from qstudio.core.paths import resources_dir
 from qstudio.core.pipeline import RunResult, export_result
 from qstudio.core.progress import Progress
-from qstudio.core.recipe import ModelSource, Recipe
+from qstudio.core.recipe import ModelSource, Recipe, code_files
 from qstudio.ui.controller import SessionController, describe_error
 from qstudio.ui.errors import ErrorReporter
-from qstudio.ui.open_dialog import OpenModelDialog, confirm_trust, pick_torchvision
+from qstudio.ui.open_dialog import OpenModelDialog, confirm_code_files, confirm_trust, pick_torchvision
 from qstudio.ui.results_panel import ResultsPanel
 from qstudio.ui.settings_panel import SettingsPanel
 from qstudio.ui.tree_panel import ModelTreePanel
@@ -355,6 +356,7 @@ class MainWindow(QMainWindow):
             path = source.spec
             if confirm_trust(self, path, exc.problem):
                 self.log_line(f"trust given for {path}")
+                self._remember_code_trust([Path(path)])  # a recipe replaying this trust later does not ask again
                 QTimer.singleShot(0, lambda: self.open_model(source, trust=True, on_failed=on_failed))
             else:
                 self.log_line(f"not opened: {path} needs trust and none was given")
@@ -371,6 +373,7 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             source = dialog.source()
             if source.spec:
+                self._remember_code_trust(code_files(Recipe(model=source)))  # picked by the user: no second prompt
                 self.open_model(source)
 
     def open_torchvision(self) -> None:
@@ -403,8 +406,47 @@ class MainWindow(QMainWindow):
             return
         self._apply_recipe_with_model(recipe, "the last recipe")
 
+    def _code_trust_key(self, path: Path) -> tuple[str, str] | None:
+        """(settings key, sha256) for a code file; None if it cannot be read (loading then fails, running nothing)."""
+        try:
+            sha = file_sha256(path)
+        except QStudioError:
+            return None
+        return f"trust/code/{sha}", sha
+
+    def _remember_code_trust(self, files: list[Path]) -> None:
+        for path in files:
+            key = self._code_trust_key(path)
+            if key is not None:
+                self.qsettings.setValue(key[0], str(path))
+
+    def _code_allowed(self, recipe: Recipe, what: str) -> bool:
+        """A recipe that would import Python files (or replay trust for a pickle) runs them only once the user agrees.
+
+        A yes is remembered per file content (SHA-256) in the window's settings,
+        so the same file does not ask twice and an edited file asks again.
+        """
+        pending = []
+        for path in code_files(recipe):
+            key = self._code_trust_key(path)
+            if key is not None and self.qsettings.value(key[0]) is None:
+                pending.append(path)
+        if not pending:
+            return True
+        if not confirm_code_files(self, what, pending):
+            names = ", ".join(p.name for p in pending)
+            message = f"{what} was not opened: it would run code from {names} and you declined"
+            self.log_line(f"{message}; nothing was run and your model and settings are unchanged")
+            self.statusBar().showMessage(message, 10000)
+            return False
+        self.log_line(f"trust given for code named by {what}: {', '.join(str(p) for p in pending)}")
+        self._remember_code_trust(pending)
+        return True
+
     def _apply_recipe_with_model(self, recipe: Recipe, what: str) -> None:
         """Use ``recipe`` and load its model; if the model cannot be loaded, the earlier settings come back."""
+        if not self._code_allowed(recipe, what):
+            return
         session = self.controller.session
         previous = session.recipe
         session.recipe = recipe

@@ -120,5 +120,28 @@ def confirm_trust(parent: QWidget, path: str, reason: str) -> bool:
     return box.clickedButton() is trust
 
 
+def confirm_code_files(parent: QWidget, what: str, files: list[Path]) -> bool:
+    """Ask before opening ``what`` (a recipe) imports Python files it names; the answer defaults to No."""
+    box = QMessageBox(parent)
+    box.setObjectName("codeTrustBox")
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Run code from this recipe?")
+    names = ", ".join(f"“{f.name}”" for f in files)
+    box.setText(f"Opening {what} will run code from {names}.")
+    listing = "\n".join(f"  • {f}" for f in files)
+    box.setInformativeText(
+        "The recipe names code that builds its model (a factory .py file, or a pickled or TorchScript model it "
+        f"marks as trusted); loading it executes these files with your permissions:\n{listing}\n\n"
+        "A recipe from someone else can name any file. Only continue if you trust "
+        "this code; otherwise choose Cancel and nothing is opened. qstudio remembers a yes for this exact file "
+        "content (its SHA-256), so an edited file asks again."
+    )
+    run = box.addButton("Run this code", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is run
+
+
 def combo_index(combo: QComboBox, data: str) -> int:
     return max(0, combo.findData(data))
