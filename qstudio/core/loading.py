@@ -576,6 +576,8 @@ def _safe_torch_load(path: Path, fmt: str) -> Any:
             "you trust who made this file, pass --trust on the command line or confirm trust in the window",
         )
     label = path.name
+    if fmt == "torch_zip":
+        _check_zip_crc(path, label)
     try:
         # A file object, not the path: torch.load dispatches on the file name
         # (a path ending in .safetensors goes to safetensors), we dispatch on content.
@@ -600,6 +602,28 @@ def _safe_torch_load(path: Path, fmt: str) -> Any:
             f"{label} is damaged or not a PyTorch file ({_last_line(exc)})",
             "save or download the file again",
         ) from None
+
+
+def _check_zip_crc(path: Path, label: str) -> None:
+    """Refuse a torch.save zip whose entries do not match their CRC-32.
+
+    torch.load does not check the checksums, so a flipped byte inside a tensor
+    record would load silently as a wrong weight.  One streaming pass over the
+    file; nothing in it is interpreted.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except Exception as exc:  # zipfile raises BadZipFile, EOFError, ValueError, OSError, ...
+        raise LoadError(
+            f"{label} is a damaged or truncated zip archive ({_last_line(exc)})",
+            "save or download the file again",
+        ) from None
+    if bad is not None:
+        raise LoadError(
+            f"{label} is damaged: the entry {bad.split('/', 1)[-1]!r} does not match its checksum",
+            "save or download the file again",
+        )
 
 
 def _torch_reason(exc: BaseException) -> str:
