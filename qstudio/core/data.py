@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qstudio.core import memory
 from qstudio.core.errors import DataError
 from qstudio.core.recipe import DataSource
 
@@ -112,6 +113,15 @@ def _random(shape: list[int] | None, dtype: str, vocab: int | None, n: int) -> D
         )
     gen = torch.Generator().manual_seed(0)
     sample_shape = [n, *shape[1:]]
+    need = math.prod(sample_shape) * (8 if dtype == "int64" else 4)
+    room = memory.available_bytes()
+    if room is not None and need > room * 0.8:
+        per_sample = max(need // n, 1)
+        raise DataError(
+            f"{n} random samples of shape {list(shape[1:])} need {memory.format_bytes(need)}, "
+            f"more than the {memory.format_bytes(room)} of memory available",
+            f"ask for fewer samples (data.limit, at most about {max(int(room * 0.5) // per_sample, 1)})",
+        )
     if dtype == "int64":
         x = torch.randint(0, vocab or 1000, sample_shape, generator=gen)
     else:

@@ -17,7 +17,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from qstudio.core import memory
 from qstudio.core.data import Dataset
+from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import Recipe
 
@@ -82,17 +84,129 @@ class Flow(Protocol):
 
 
 def calibrate(
-    prepared: nn.Module, data: Dataset, batch_size: int, max_batches: int, stage: str = "calibrate"
+    prepared: nn.Module,
+    data: Dataset,
+    batch_size: int,
+    max_batches: int,
+    stage: str = "calibrate",
+    *,
+    prefix: str = "",
+    key: str = "settings.batch_size",
 ) -> Generator[Progress, None, float]:
-    """Run calibration batches through an observed model; return the seconds it took."""
+    """Run calibration batches through an observed model; return the seconds it took.
+
+    A batch size larger than the data set uses the whole set as one batch.  An
+    exception from the model's forward becomes a :class:`FlowError` naming the
+    module and source line; a failed allocation a :class:`DataError` naming
+    the batch size (``key``) to lower.
+    """
     total = data.num_batches(batch_size, max_batches)
     start = time.perf_counter()
     yield Progress(stage, 0, total)
-    with torch.no_grad():
-        for i, (x, _) in enumerate(data.batches(batch_size, max_batches)):
-            prepared(x)
-            yield Progress(stage, i + 1, total)
+    i = 0
+    try:
+        with torch.no_grad():
+            for i, (x, _) in enumerate(data.batches(batch_size, max_batches)):
+                prepared(x)
+                yield Progress(stage, i + 1, total)
+    except (Cancelled, QStudioError):
+        raise
+    except Exception as exc:
+        raise forward_error(exc, prepared, stage, i + 1, total, min(batch_size, len(data)), key, prefix) from exc
     return time.perf_counter() - start
+
+
+def _failing_module(exc: BaseException, model: nn.Module, prefix: str) -> str:
+    """The innermost module of ``model`` whose forward is on the traceback (no hooks, no cost until it fails)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names and names[id(owner)]:
+            found = names[id(owner)]
+        tb = tb.tb_next
+    if prefix and found.startswith(prefix):
+        found = found[len(prefix) :]
+    return ".".join(part for part in found.split(".") if part != ISLAND_ATTR)
+
+
+def forward_error(
+    exc: BaseException,
+    model: nn.Module,
+    stage: str,
+    batch: int,
+    total: int,
+    batch_size: int,
+    key: str,
+    prefix: str = "",
+) -> QStudioError:
+    """A clear error for an exception raised while ``model`` ran batch ``batch`` of ``total`` in ``stage``."""
+    from qstudio.core import graph as graphs
+
+    if memory.is_out_of_memory(exc):
+        return DataError(
+            f"ran out of memory in {stage} batch {batch} of {total} ({batch_size} samples per batch: "
+            f"{graphs.first_line(exc)})",
+            f"lower {key} (now {batch_size}), e.g. to {max(batch_size // 4, 1)}, or close other programs",
+        )
+    module = _failing_module(exc, model, prefix)
+    where = graphs.user_frame(exc)
+    at = f" at {where}" if where else ""
+    name = f"'{module}'" if module else "the model"
+    return FlowError(
+        f"{name} raised {type(exc).__name__} in {stage} batch {batch} of {total}{at}: {graphs.first_line(exc)}",
+        "fix that line of the model, or check that the data fits the model (shape, dtype, value range)",
+    )
+
+
+def bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int | None:
+    """Input plus every leaf module's output for one sample: an upper bound on what one sample holds in memory."""
+    total = example[:1].numel() * example.element_size()
+
+    def add(_m: nn.Module, _inp: object, out: object) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    handles = [m.register_forward_hook(add) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    except Exception:  # the flow's own checks explain a model that cannot run
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def check_memory(inp: FlowInput) -> None:
+    """Refuse batch sizes whose inputs and activations cannot fit in the memory left, before allocating them."""
+    room = memory.available_bytes()
+    if room is None:
+        return
+    per_sample = bytes_per_sample(inp.model, inp.example)
+    if not per_sample:
+        return
+    recipe = inp.recipe
+    # (recipe key, batch size asked for, samples it can take, memory factor)
+    checks = [("settings.batch_size", recipe.settings.batch_size, len(inp.calib), 1)]
+    if recipe.mode == "qat" and inp.train is not None:  # training keeps activations and gradients
+        checks.append(("qat.batch_size", recipe.qat.batch_size, len(inp.train), 3))
+    bench = max(recipe.benchmark.batch_sizes)
+    checks.append(("benchmark.batch_sizes", bench, bench, 1))  # the benchmark repeats samples up to the batch size
+    for key, asked, available, factor in checks:
+        used = min(asked, available)  # a batch never holds more samples than the data set
+        need = used * per_sample * factor
+        if need > room * 0.8:
+            fits = max(int(room * 0.5) // (per_sample * factor), 1)
+            raise DataError(
+                f"{key} = {asked} needs about {memory.format_bytes(need)} of memory for one batch of {used} samples "
+                f"({memory.format_bytes(per_sample)} each), more than the {memory.format_bytes(room)} available",
+                f"lower {key} to {fits} or less",
+            )
 
 
 def convert_step(

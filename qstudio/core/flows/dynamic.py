@@ -17,7 +17,7 @@ from torch import nn
 from torch.ao.quantization import quantize_dynamic
 
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel
+from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory
 from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig, reduce_range
 from qstudio.core.progress import Progress
 
@@ -83,6 +83,7 @@ class Dynamic:
                 f"dynamic quantization found nothing to quantize: the model has no {kinds} modules outside the skip list",
                 "use static quantization (--mode fx) for convolutional models",
             )
+        check_memory(inp)
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:

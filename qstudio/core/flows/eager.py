@@ -22,7 +22,7 @@ from torch.ao.quantization import DeQuantStub, QuantStub, QuantWrapper, convert,
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import ISLAND_ATTR, FlowInput, QuantizedModel, calibrate, convert_step
+from qstudio.core.flows.base import ISLAND_ATTR, FlowInput, QuantizedModel, calibrate, check_memory, convert_step
 from qstudio.core.flows.qconfig import qat_qconfig, static_qconfig
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
@@ -176,6 +176,7 @@ class EagerPTQ:
     def preflight(self, inp: FlowInput) -> list[str]:
         _check_int_input(inp)
         dry_run(inp)
+        check_memory(inp)
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
@@ -184,7 +185,7 @@ class EagerPTQ:
         yield Progress("prepare", 0, 1, "fusing, adding QuantStub/DeQuantStub and observers")
         prepared = _prepare_static(inp, qat=False)
         yield Progress("prepare", 1, 1)
-        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
+        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches, prefix=PREFIX)
         return (yield from convert_step(prepared, _convert, "eager", PREFIX, seconds))
 
 
@@ -194,6 +195,7 @@ class EagerQAT:
     def preflight(self, inp: FlowInput) -> list[str]:
         _check_int_input(inp)
         dry_run(inp)
+        check_memory(inp)
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
@@ -204,6 +206,6 @@ class EagerQAT:
         prepared = _prepare_static(inp, qat=True)
         yield Progress("prepare", 1, 1)
         start = time.perf_counter()
-        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
+        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval, prefix=PREFIX)
         seconds = time.perf_counter() - start
         return (yield from convert_step(prepared, _convert, "qat", PREFIX, seconds, history))

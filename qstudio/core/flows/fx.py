@@ -21,7 +21,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, convert_step
+from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, check_memory, convert_step
 from qstudio.core.flows.qconfig import qconfig_mapping
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
@@ -77,6 +77,7 @@ class FxPTQ:
 
     def preflight(self, inp: FlowInput) -> list[str]:
         explain_trace(inp)
+        check_memory(inp)
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
@@ -100,6 +101,7 @@ class FxQAT:
 
     def preflight(self, inp: FlowInput) -> list[str]:
         explain_trace(inp)
+        check_memory(inp)
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:

@@ -11,7 +11,7 @@ from torch.ao.quantization import disable_observer
 
 from qstudio.core.data import Dataset
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import EpochStats
+from qstudio.core.flows.base import EpochStats, forward_error
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import QATSettings
 from qstudio.core.tensors import first_tensor
@@ -28,7 +28,7 @@ def accuracy(model: nn.Module, data: Dataset, batch_size: int = 64) -> float:
 
 
 def train_fake_quant(
-    prepared: nn.Module, train: Dataset, cfg: QATSettings, evaluate: Dataset | None
+    prepared: nn.Module, train: Dataset, cfg: QATSettings, evaluate: Dataset | None, *, prefix: str = ""
 ) -> Generator[Progress, None, list[EpochStats]]:
     """Train a model holding fake-quant modules.
 
@@ -59,12 +59,19 @@ def train_fake_quant(
         running, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(shuffled.batches(cfg.batch_size)):
             assert y is not None
+            where = (len(y), "qat.batch_size", prefix)
             optimizer.zero_grad()
-            out = first_tensor(prepared(x))
-            loss = loss_fn(out, y)
+            try:
+                out = first_tensor(prepared(x))
+                loss = loss_fn(out, y)
+            except Exception as exc:
+                raise forward_error(exc, prepared, "train", epoch * steps + i + 1, total, *where) from exc
             if not torch.isfinite(loss):
                 raise FlowError(f"training loss became {float(loss)} in epoch {epoch + 1}", "lower the learning rate (qat.lr)")
-            loss.backward()
+            try:
+                loss.backward()
+            except Exception as exc:
+                raise forward_error(exc, prepared, "train", epoch * steps + i + 1, total, *where) from exc
             optimizer.step()
             running += float(loss) * len(y)
             correct += int((out.argmax(-1) == y).sum())
