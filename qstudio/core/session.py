@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ class Session:
         self.tree: tree.ModuleNode | None = None
         self.results: list[RunResult] = []
         self._listeners: list[Listener] = []
+        self._run_lock = threading.Lock()
+        self._active_run: weakref.ref[Generator[Progress, Any, RunResult]] | None = None
 
     # -- observation ------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -180,9 +184,23 @@ class Session:
         """Quantize with a snapshot of the current recipe; the caller commits the result with :meth:`add_result`."""
         if self.loaded is None:
             raise FlowError("no model is loaded", "open a model first")
-        recipe = copy.deepcopy(self.recipe)
-        recipe.fusion = copy.deepcopy(self.groups) if recipe.mode != "dynamic" else None
-        return run_recipe(recipe, self.loaded, export=export)
+        with self._run_lock:  # one run at a time: never two workers on one model
+            if self.running:
+                raise FlowError(
+                    "a run is already in progress",
+                    "wait for it to finish or cancel it, then start the next run",
+                )
+            recipe = copy.deepcopy(self.recipe)
+            recipe.fusion = copy.deepcopy(self.groups) if recipe.mode != "dynamic" else None
+            work = _tracked(run_recipe(recipe, self.loaded, export=export))
+            self._active_run = weakref.ref(work)
+        return work
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`run` until its generator finishes, fails, is cancelled (closed) or is dropped."""
+        work = self._active_run() if self._active_run is not None else None
+        return work is not None and work.gi_frame is not None
 
     def add_result(self, result: RunResult) -> None:
         self.results.append(result)
@@ -193,3 +211,8 @@ class Session:
     @property
     def last(self) -> RunResult | None:
         return self.results[-1] if self.results else None
+
+
+def _tracked(work: Generator[Progress, Any, RunResult]) -> Generator[Progress, Any, RunResult]:
+    """``work`` as a generator of its own, so :attr:`Session.running` can watch its frame."""
+    return (yield from work)
