@@ -24,7 +24,7 @@ import logging
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,22 +174,88 @@ def benchmark(
                         remaining_timed -= 1
                         done += 1
                 yield Progress(stage, done, total, message=f"batch {batch_size}")
-            ms = np.asarray(times_ns, dtype=np.float64) / 1e6
-            stat = LatencyStat(
-                label=label,
-                batch_size=batch_size,
-                median_ms=float(statistics.median(ms.tolist())),
-                p90_ms=float(np.percentile(ms, 90)),
-                mean_ms=float(statistics.fmean(ms.tolist())),
-                iters=len(times_ns),
-                threads=threads,
-            )
-            log.info(
-                "%s batch %d: median %.3f ms, p90 %.3f ms (%d iters, %d threads)",
-                label, batch_size, stat.median_ms, stat.p90_ms, stat.iters, threads,
-            )
+            stat = _stat(label, batch_size, times_ns, threads)
             results.append(stat)
     return results
+
+
+def benchmark_interleaved(
+    models: Mapping[str, Callable[..., Any]],
+    make_input: Callable[[int], Any] | Mapping[str, Callable[[int], Any]],
+    settings: BenchmarkSettings,
+    *,
+    rounds: int = 10,
+) -> Generator[Progress, None, dict[str, list[LatencyStat]]]:
+    """Time several models side by side, alternating between them; a progress generator.
+
+    A speed-up is a ratio of two medians, so both must see the same machine.
+    Timing FP32 for a few seconds and then INT8 lets any change in load in
+    between (another process, a thermal step, a noisy neighbour VM) move the
+    ratio.  Here, per batch size, every model gets ``settings.warmup`` untimed
+    calls, then ``settings.iters`` timed calls are split into ``rounds`` slices
+    and the models take turns slice by slice, so drift lands on all of them
+    alike.  ``make_input`` is one function for all models or one per label
+    (e.g. numpy arrays for ONNX Runtime); inputs are built before timing.
+
+    Returns ``{label: [LatencyStat per batch size]}``.  The same per-call
+    timer, inference mode, paused GC and thread handling as :func:`benchmark`.
+    """
+    labels = list(models)
+    makers = {lb: make_input[lb] if isinstance(make_input, Mapping) else make_input for lb in labels}
+    rounds = max(1, min(rounds, settings.iters))
+    total = (settings.warmup + settings.iters) * len(labels) * len(settings.batch_sizes)
+    results: dict[str, list[LatencyStat]] = {lb: [] for lb in labels}
+    done = 0
+    with _num_threads(settings.threads):
+        threads = torch.get_num_threads()
+        for batch_size in settings.batch_sizes:
+            inputs = {lb: makers[lb](batch_size) for lb in labels}
+            times_ns: dict[str, list[int]] = {lb: [] for lb in labels}
+            for lb in labels:
+                remaining = settings.warmup
+                while remaining:
+                    chunk_start = time.perf_counter()
+                    with torch.inference_mode(), _gc_paused():
+                        while remaining and time.perf_counter() - chunk_start < _PROGRESS_INTERVAL_S:
+                            call_model(models[lb], inputs[lb])
+                            remaining -= 1
+                            done += 1
+                    yield Progress("benchmark", done, total, message=f"warm-up {lb}, batch {batch_size}")
+            for r in range(rounds):
+                for lb in labels:
+                    # slice r of this model's timed calls; the slices add up to exactly settings.iters
+                    remaining = settings.iters * (r + 1) // rounds - settings.iters * r // rounds
+                    while remaining:
+                        chunk_start = time.perf_counter()
+                        with torch.inference_mode(), _gc_paused():
+                            while remaining and time.perf_counter() - chunk_start < _PROGRESS_INTERVAL_S:
+                                t0 = time.perf_counter_ns()
+                                call_model(models[lb], inputs[lb])
+                                times_ns[lb].append(time.perf_counter_ns() - t0)
+                                remaining -= 1
+                                done += 1
+                        yield Progress("benchmark", done, total, message=f"{lb}, batch {batch_size}")
+            for lb in labels:
+                results[lb].append(_stat(lb, batch_size, times_ns[lb], threads))
+    return results
+
+
+def _stat(label: str, batch_size: int, times_ns: list[int], threads: int) -> LatencyStat:
+    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
+    stat = LatencyStat(
+        label=label,
+        batch_size=batch_size,
+        median_ms=float(statistics.median(ms.tolist())),
+        p90_ms=float(np.percentile(ms, 90)),
+        mean_ms=float(statistics.fmean(ms.tolist())),
+        iters=len(times_ns),
+        threads=threads,
+    )
+    log.info(
+        "%s batch %d: median %.3f ms, p90 %.3f ms (%d iters, %d threads)",
+        label, batch_size, stat.median_ms, stat.p90_ms, stat.iters, threads,
+    )
+    return stat
 
 
 def _example_tuple(example: Any) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -25,14 +25,16 @@ from qstudio.core import benchmark as bench
 from qstudio.core import compare, fusion
 from qstudio.core.data import Dataset, load_dataset
 from qstudio.core.environment import check_backend, environment_info
-from qstudio.core.errors import DataError, FlowError
+from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
 from qstudio.core.export import ExportInfo, export_torchscript
 from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
+from qstudio.core.flows.base import forward_error
 from qstudio.core.loading import LoadedModel
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import DataSource, Recipe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -210,6 +212,23 @@ def _quantize(model: nn.Module, recipe: Recipe, groups: list[list[str]], data: R
     return (yield from flow.run(inp))
 
 
+def _guarded(
+    steps: Generator[Progress, None, T], model: nn.Module, stage: str, batch_size: int, key: str
+) -> Generator[Progress, None, T]:
+    """Run a post-calibration stage (evaluate, compare, benchmark): a model fault becomes a clear error.
+
+    Calibration and training convert their own faults; the stages after them
+    run the same model on other data or batch sizes and can fail too (a shape
+    the model only rejects at batch 8, memory at the benchmark batch size).
+    """
+    try:
+        return (yield from steps)
+    except (Cancelled, QStudioError):
+        raise
+    except Exception as exc:
+        raise forward_error(exc, model, stage, 0, 0, batch_size, key) from exc
+
+
 def run_recipe(
     recipe: Recipe, loaded: LoadedModel, *, export: str | Path | None = None
 ) -> Generator[Progress, None, RunResult]:
@@ -246,19 +265,19 @@ def run_recipe(
     final_recipe = recipe
     bs = recipe.settings.batch_size
     if recipe.settings.skip_worst:
-        errors = yield from compare.layer_errors(q, data.calib, bs)
+        errors = yield from _guarded(compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size")
         worst = [n for n in compare.worst_layers(errors, recipe.settings.skip_worst) if n not in recipe.settings.skip]
-        before = yield from compare.evaluate(model, q.module, data.eval)
+        before = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
         final_recipe = copy.deepcopy(recipe)
         final_recipe.settings.skip = [*recipe.settings.skip, *worst]
         final_recipe.settings.skip_worst = 0
         groups, _ = resolve_groups(final_recipe, model)
         q = yield from _quantize(model, final_recipe, groups, data)
-        after = yield from compare.evaluate(model, q.module, data.eval)
+        after = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
         skip_outcome = SkipWorstOutcome(worst, before, after)
 
-    evaluation = yield from compare.evaluate(model, q.module, data.eval)
-    layers = yield from compare.layer_errors(q, data.calib, bs)
+    evaluation = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
+    layers = yield from _guarded(compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size")
     cov = compare.coverage(model, q, final_recipe.settings.skip)
     warnings += cov.warnings
 
@@ -275,10 +294,16 @@ def run_recipe(
     int8_script, _method = bench.to_torchscript(q.module, example)
     yield Progress("script", 2, 2)
 
-    settings = recipe.benchmark
-    fp32_lat = yield from bench.benchmark(model, make_input, settings, "FP32 eager")
-    deploy_lat = (yield from bench.benchmark(fp32_script, make_input, settings, "FP32 TorchScript")) if fp32_script else []
-    int8_lat = yield from bench.benchmark(int8_script, make_input, settings, "INT8")
+    # Interleaved, so a change in machine load during the benchmark moves all three alike.
+    contenders = {"FP32 eager": model, "INT8": int8_script}
+    if fp32_script is not None:
+        contenders["FP32 TorchScript"] = fp32_script
+    latencies = yield from _guarded(
+        bench.benchmark_interleaved(contenders, make_input, recipe.benchmark),
+        model, "benchmark", max(recipe.benchmark.batch_sizes), "benchmark.batch_sizes",
+    )
+    fp32_lat, int8_lat = latencies["FP32 eager"], latencies["INT8"]
+    deploy_lat = latencies.get("FP32 TorchScript", [])
 
     result = RunResult(
         recipe=recipe,

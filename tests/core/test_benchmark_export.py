@@ -29,6 +29,7 @@ from qstudio.core import environment, fileio
 from qstudio.core.benchmark import (
     LatencyStat,
     benchmark,
+    benchmark_interleaved,
     compare_with_torch_utils_benchmark,
     freeze_fp32,
     model_size_mb,
@@ -217,6 +218,38 @@ def test_benchmark_reports_each_batch_size_and_progress(small_fp32: nn.Module) -
         assert 0 < s.median_ms <= s.p90_ms and s.mean_ms > 0
     assert steps and steps[-1].done == steps[-1].total == 2 * (2 + 7)
     assert all(p.stage == "benchmark FP32 eager" for p in steps)
+
+
+def test_interleaved_benchmark_takes_turns_and_counts_exactly(small_fp32: nn.Module) -> None:
+    """Each model gets its warm-up, then the timed calls alternate in slices, so load drift hits all alike."""
+    calls: list[str] = []
+
+    def recording(label: str, model: nn.Module):
+        def call(x: torch.Tensor) -> torch.Tensor:
+            calls.append(label)
+            return model(x)
+
+        return call
+
+    other = copy.deepcopy(small_fp32)
+    settings = BenchmarkSettings(batch_sizes=[1, 2], threads=THREADS, warmup=2, iters=9)
+    steps: list[Progress] = []
+    stats = run(
+        benchmark_interleaved(
+            {"a": recording("a", small_fp32), "b": recording("b", other)},
+            {"a": lambda b: torch.randn(b, 3, 32, 32), "b": lambda b: torch.randn(b, 3, 32, 32)},
+            settings,
+            rounds=3,
+        ),
+        on_progress=steps.append,
+    )
+    assert set(stats) == {"a", "b"}
+    for label in "ab":
+        assert [s.batch_size for s in stats[label]] == [1, 2]
+        assert all(s.iters == 9 and s.label == label and s.median_ms > 0 for s in stats[label])
+    per_batch = "aa" + "bb" + ("a" * 3 + "b" * 3) * 3  # warm-ups, then three rounds of three timed calls each
+    assert "".join(calls) == per_batch * 2
+    assert steps[-1].done == steps[-1].total == 2 * 2 * (2 + 9)
 
 
 def test_cancel_from_progress_callback_restores_threads(small_fp32: nn.Module) -> None:

@@ -196,3 +196,23 @@ def test_layer_errors_rank_and_match_numeric_suite_direction(demo):
         assert [e.worst_db() for e in errors] == sorted(e.worst_db() for e in errors)
         figures[per_channel] = {e.name: e.weight_sqnr_db for e in errors}
     assert sum(figures[True].values()) > sum(figures[False].values())
+
+
+@pytest.mark.parametrize("mode", ["fx", "eager"])
+def test_float_reference_has_no_observer_left_under_any_name(mode):
+    """The per-layer reference must compute plain float: an observer left behind (FX registers shared
+    observers under several names) would make the comparison pay for histograms on every batch."""
+    from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+
+    from qstudio.core.data import load_dataset
+
+    calib = load_dataset(DataSource(kind="demo", split="calib"))
+    loaded = load_model(ModelSource(factory("plain_cnn"))) if mode == "eager" else load_model(ModelSource("demo"))
+    if mode == "eager":
+        calib = load_dataset(DataSource(kind="random", limit=16), input_shape=loaded.input_shape)
+    recipe = Recipe(mode=mode, settings=QuantSettings(calib_batches=1))
+    groups = fusion.suggest_groups(loaded.module).groups
+    q = run(get_flow(recipe).run(FlowInput(loaded.module, recipe, groups, calib, calib.sample(1))))
+    prepared_had = any(isinstance(m, ObserverBase) for m in q.reference.modules())
+    left = [n for n, m in q.reference.named_modules(remove_duplicate=False) if isinstance(m, (ObserverBase, FakeQuantizeBase))]
+    assert not prepared_had and left == []

@@ -141,12 +141,17 @@ def forward_error(
     key: str,
     prefix: str = "",
 ) -> QStudioError:
-    """A clear error for an exception raised while ``model`` ran batch ``batch`` of ``total`` in ``stage``."""
+    """A clear error for an exception raised while ``model`` ran batch ``batch`` of ``total`` in ``stage``.
+
+    ``total = 0`` means the batch is not known (the stage runs its own loop).
+    """
     from qstudio.core import graph as graphs
+
+    where_in = f"{stage} batch {batch} of {total}" if total else stage
 
     if memory.is_out_of_memory(exc):
         return DataError(
-            f"ran out of memory in {stage} batch {batch} of {total} ({batch_size} samples per batch: "
+            f"ran out of memory in {where_in} ({batch_size} samples per batch: "
             f"{graphs.first_line(exc)})",
             f"lower {key} (now {batch_size}), e.g. to {max(batch_size // 4, 1)}, or close other programs",
         )
@@ -155,7 +160,7 @@ def forward_error(
     at = f" at {where}" if where else ""
     name = f"'{module}'" if module else "the model"
     return FlowError(
-        f"{name} raised {type(exc).__name__} in {stage} batch {batch} of {total}{at}: {graphs.first_line(exc)}",
+        f"{name} raised {type(exc).__name__} in {where_in}{at}: {graphs.first_line(exc)}",
         "fix that line of the model, or check that the data fits the model (shape, dtype, value range)",
     )
 
@@ -238,7 +243,9 @@ def float_reference(prepared: nn.Module) -> nn.Module:
     from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
     ref = copy.deepcopy(prepared)
-    for name, module in list(ref.named_modules()):
+    # remove_duplicate=False: prepare_fx can register one observer instance under several names (ops that
+    # share their input's qparams); the default walk visits it once and would leave the other names observing.
+    for name, module in list(ref.named_modules(remove_duplicate=False)):
         if name and isinstance(module, (ObserverBase, FakeQuantizeBase)):
             parent_name, _, attr = name.rpartition(".")
             parent = ref.get_submodule(parent_name) if parent_name else ref
