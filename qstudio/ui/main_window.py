@@ -56,6 +56,7 @@ def app_icon() -> QIcon:
 def open_settings() -> tuple[QSettings, str | None]:
     """The window's QSettings, and a warning if the stored file was unreadable (it is then reset)."""
     settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "qstudio", "qstudio")
+    settings.allKeys()  # QSettings reads its file lazily: status() reports a corrupt file only after a read
     if settings.status() != QSettings.Status.NoError:
         path = settings.fileName()
         warning = f"The settings file {path} could not be read and was reset to defaults."

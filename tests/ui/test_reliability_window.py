@@ -16,7 +16,6 @@ machine are simulated at the OS or torch boundary, each saying so.
 from __future__ import annotations
 
 import copy
-import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -494,5 +493,399 @@ def test_factory_picked_in_the_open_dialog_needs_no_second_prompt(qtbot, window,
     assert marker.exists()
 
 
-def _unused() -> None:  # keep imports used by later sections
-    _ = (np, pickle, QElapsedTimer, QFileDialog)
+# ----------------------------------------------------------------------------- flows: eager, fusion, FX trace
+# Eager mode on the demo (a tensor + without stubs) is covered by
+# tests/ui/test_window.py::test_eager_on_demo_fails_with_a_readable_message_and_keeps_state.
+
+
+def test_invalid_fusion_group_is_refused_inline_and_groups_stay(qtbot, window):
+    panel = window.tree_panel
+    before = Snapshot.of(window)
+    selection = panel.view.selectionModel()
+    selection.clearSelection()
+    for name in ("fc", "pool"):  # a Linear and a pooling layer: no fused kernel exists for them
+        index = panel.proxy.mapFromSource(panel.model.index_for(name, 0))
+        selection.select(index, selection.SelectionFlag.Select | selection.SelectionFlag.Rows)
+    assert panel.fuse_button.isEnabled()
+    panel.fuse_button.click()
+    label = window.findChild(type(panel.problems_label), "fusionProblems")
+    assert label.isVisible()
+    assert "cannot fuse" in label.text() and "supported:" in label.text()  # problem and what would work
+    before.assert_kept(window)
+    assert window.errors.box is None
+    still_usable(qtbot, window)
+
+
+def test_fx_trace_failure_on_data_dependent_control_flow_is_explained(qtbot, window):
+    open_with_dialog(qtbot, window, f"{ZOO}:gated_cnn")  # `if x.mean() > 0:` inside forward
+    qtbot.waitUntil(lambda: window.controller.session.loaded.name != "demo", timeout=30_000)
+    idle(qtbot, window)
+    before = Snapshot.of(window)
+    message = run_to_failure(qtbot, window)
+    problem, fix = error_shown(qtbot, window)
+    assert "trace" in problem.lower() and "gate" in problem, problem
+    assert "'gate' in float" in fix and "tree" in fix, fix
+    assert message.startswith(problem)
+    before.assert_kept(window)
+    close_error(window)
+    window.tree_panel.set_keep_float(["gate"], True)  # the fix the message names: tick 'gate' in the tree
+    result = run_to_end(qtbot, window)
+    assert "gate" in result.coverage.float_layers or any(n.startswith("gate") for n in result.coverage.float_layers)
+
+
+# ----------------------------------------------------------------------------- calibration data
+
+
+def _calib(tmp_path: Path, case: str) -> tuple[Path, Path | None, list[str]]:
+    x = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    labels = None
+    if case == "nan":
+        x[3, 0, 5, 5] = np.nan
+        words = ["NaN"]
+    elif case == "inf":
+        x[1, 0, 0, 0] = np.inf
+        words = ["inf"]
+    elif case == "wrong-shape":
+        x = x[:, :, :5, :5]
+        words = ["shape"]
+    elif case == "empty":
+        x = x[:0]
+        words = ["empty"]
+    elif case == "wrong-dtype":
+        x = np.array(["a"] * 16)
+        words = ["dtype"]
+    else:  # labels of the wrong length
+        labels = tmp_path / "labels.npy"
+        np.save(labels, np.zeros(5, np.int64))
+        words = ["labels", "5"]
+    path = tmp_path / f"calib-{case}.npy"
+    np.save(path, x)
+    return path, labels, words
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "wrong-shape", "empty", "wrong-dtype", "labels-length"])
+def test_bad_calibration_file_chosen_in_the_picker_fails_the_run_with_the_reason(
+    qtbot, window, tmp_path, monkeypatch, case
+):
+    path, labels, words = _calib(tmp_path, case)
+    full = case == "nan"  # one case also proves an earlier result survives and a later run works (time)
+    first = run_to_end(qtbot, window) if full else None  # an earlier result that must survive
+    picker = window.settings_panel.calibPicker
+    kind = picker.findChild(QComboBox, "kindCombo")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    index = kind.findData("tensor")
+    kind.setCurrentIndex(index)
+    kind.activated.emit(index)  # the user's pick opens the file dialog
+    if labels is not None:
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(labels), ""))
+        picker.findChild(QPushButton, "labelsButton").click()
+    assert window.controller.session.recipe.calib.path == str(path)
+    before = Snapshot.of(window)
+    message = run_to_failure(qtbot, window)
+    problem, fix = error_shown(qtbot, window)
+    for word in words:
+        assert word.lower() in problem.lower(), problem
+    assert path.name in problem and fix.startswith("Fix: ")
+    assert "Unexpected error" not in problem
+    assert message.startswith(problem)
+    before.assert_kept(window)
+    assert window.controller.session.results == ([first] if full else [])
+    if not full:
+        return
+    close_error(window)
+    index = kind.findData("demo")  # back to good data: the window runs again
+    kind.setCurrentIndex(index)
+    kind.activated.emit(index)
+    run_to_end(qtbot, window)
+
+
+# ----------------------------------------------------------------------------- backend, memory
+
+
+def test_backend_this_cpu_lacks_is_refused_with_the_ones_that_work(qtbot, window, tmp_path, monkeypatch):
+    # Every quantized backend is supported on this machine, so one is taken away at torch's boundary:
+    # torch.backends.quantized.supported_engines is what PyTorch reports for the CPU and build.
+    real = list(torch.backends.quantized.supported_engines)
+    monkeypatch.setattr(
+        type(torch.backends.quantized), "supported_engines", property(lambda self: [e for e in real if e != "qnnpack"])
+    )
+    recipe_path = tmp_path / "arm.toml"
+    recipe = Recipe.from_toml(window.controller.session.recipe.to_toml())
+    recipe.settings.backend = "qnnpack"  # a recipe made on an ARM machine
+    recipe.save(recipe_path)
+    window.open_recipe(str(recipe_path))
+    idle(qtbot, window)
+    combo = window.findChild(QComboBox, "backendCombo")
+    assert combo.currentData() == "qnnpack" and "not available here" in combo.currentText()
+    before = Snapshot.of(window)
+    message = run_to_failure(qtbot, window)
+    problem, fix = error_shown(qtbot, window)
+    assert "qnnpack" in problem and "not supported" in problem, problem
+    assert "x86" in fix
+    assert message.startswith(problem)
+    before.assert_kept(window)
+    close_error(window)
+    combo.setCurrentIndex(combo.findData("x86"))
+    run_to_end(qtbot, window)
+
+
+def test_huge_batch_size_gives_a_memory_message_and_never_freezes_the_window(qtbot, window):
+    """Out of memory, simulated by a batch size no machine can hold (10M demo images, ~37 TB per batch)."""
+    edit = window.findChild(QLineEdit, "benchBatchSizesEdit")
+    edit.setText("1,10000000")  # typed by the user
+    edit.editingFinished.emit()
+    assert window.controller.session.recipe.benchmark.batch_sizes == [1, 10_000_000]
+    first_results = list(window.controller.session.results)
+    before = Snapshot.of(window)
+
+    gaps: list[int] = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.elapsed()]
+
+    def beat() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(beat)
+    heartbeat.start()
+    try:
+        message = run_to_failure(qtbot, window, timeout=30_000)
+    finally:
+        heartbeat.stop()
+    problem, fix = error_shown(qtbot, window)
+    assert "memory" in problem.lower() and "10000000" in problem, problem
+    assert "batch_sizes" in fix, fix
+    assert "Unexpected error" not in message
+    assert max(gaps, default=0) < 500, sorted(gaps, reverse=True)[:5]  # the window never froze
+    before.assert_kept(window)
+    assert window.controller.session.results == first_results
+    close_error(window)
+    edit.setText("1")  # the fix the message names
+    edit.editingFinished.emit()
+    run_to_end(qtbot, window)
+
+
+# ----------------------------------------------------------------------------- workers: faults, cancel, close
+# Closing the window while a worker runs: tests/ui/test_window.py::test_close_while_running_ends_the_thread.
+# Cancel during calibration: tests/ui/test_window.py::test_cancel_midway_stops_within_a_batch.
+
+
+def test_model_that_raises_mid_run_reaches_the_user_and_the_window_recovers(qtbot, window, tmp_path):
+    factory = tmp_path / "flaky.py"
+    factory.write_text(
+        "import torch\n\n"
+        "class Flaky(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(784, 10)\n"
+        "        self.calls = 0\n\n"
+        "    def forward(self, x):\n"
+        "        self.calls += 1\n"
+        "        if self.calls > 3:\n"
+        "            raise RuntimeError('sensor buffer overflow in Flaky.forward')\n"
+        "        return self.fc(x.flatten(1))\n\n"
+        "def build():\n    return Flaky()\n\n"
+        "build.input_shape = [1, 1, 28, 28]\n"
+    )
+    open_with_dialog(qtbot, window, f"{factory}:build")
+    qtbot.waitUntil(lambda: window.controller.session.loaded.name != "demo", timeout=30_000)
+    idle(qtbot, window)
+    window.findChild(QComboBox, "modeCombo").setCurrentIndex(
+        window.findChild(QComboBox, "modeCombo").findData("dynamic")  # runs the Python forward, no trace
+    )
+    before = Snapshot.of(window)
+    message = run_to_failure(qtbot, window)
+    problem, _fix = error_shown(qtbot, window)
+    assert "sensor buffer overflow" in problem, problem
+    assert message.startswith(problem)
+    assert window.errors.box.detailedText()  # the traceback one click away
+    before.assert_kept(window)
+    assert window.findChild(QPushButton, "runButton").isEnabled()
+    close_error(window)
+    window.act_open_demo.trigger()
+    qtbot.waitUntil(lambda: window.controller.session.loaded.name == "demo", timeout=30_000)
+    window.findChild(QComboBox, "modeCombo").setCurrentIndex(window.findChild(QComboBox, "modeCombo").findData("fx"))
+    still_usable(qtbot, window)
+
+
+def _cancel_when(window, stage_test: Callable[[object], bool]) -> list:
+    seen: list = []
+
+    def on_progress(step) -> None:
+        seen.append(step)
+        if stage_test(step) and window.controller.busy and not getattr(on_progress, "done", False):
+            on_progress.done = True
+            window.findChild(QPushButton, "cancelButton").click()
+
+    window.controller.progress.connect(on_progress)
+    return seen
+
+
+def test_cancel_during_qat_training(qtbot, window):
+    combo = window.findChild(QComboBox, "modeCombo")
+    combo.setCurrentIndex(combo.findData("qat"))
+    window.controller.session.recipe.qat.epochs = 5
+    before = Snapshot.of(window)
+    seen = _cancel_when(window, lambda s: s.stage == "train" and s.done >= 2)
+    message = run_to_failure(qtbot, window)
+    assert "cancelled" in message and "nothing was changed" in message
+    train = [s.done for s in seen if s.stage == "train"]
+    total = max(s.total for s in seen if s.stage == "train")
+    assert max(train) < total // 2  # stopped long before the five epochs were done
+    assert window.errors.box is None  # a cancel is not an error
+    before.assert_kept(window)
+    assert window.controller.session.results == []
+    combo.setCurrentIndex(combo.findData("fx"))
+    run_to_end(qtbot, window)
+
+
+def test_cancel_during_benchmarking(qtbot, window):
+    window.controller.session.recipe.benchmark.iters = 100_000  # minutes of timing if not stopped
+    before = Snapshot.of(window)
+    seen = _cancel_when(window, lambda s: s.stage.startswith("benchmark") and s.done >= 1)
+    message = run_to_failure(qtbot, window, timeout=60_000)
+    assert "cancelled" in message
+    assert any(s.stage.startswith("benchmark") for s in seen)
+    assert window.errors.box is None
+    before.assert_kept(window)
+    assert window.controller.session.results == []
+    window.controller.session.recipe.benchmark.iters = 3
+    still_usable(qtbot, window)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _leftovers(folder: Path, name: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != name and name in p.name)
+
+
+def _fail_mkstemp(monkeypatch) -> None:
+    # Tests run as root, where chmod cannot make a folder read-only; the OS refusal is simulated where
+    # the atomic writer asks the OS for its temporary file.
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def _fail_midway(monkeypatch) -> None:
+    # A full disk cannot be produced safely here: torch's writer is replaced at its boundary by one that
+    # writes half of the real file and then fails the way a full disk does.
+    import errno
+    import io
+
+    real_save = torch.jit.save
+
+    def half_then_enospc(module, f, *args, **kwargs):
+        buf = io.BytesIO()
+        real_save(module, buf, *args, **kwargs)
+        with open(f, "wb") as fh:
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.jit, "save", half_then_enospc)
+
+
+@pytest.mark.parametrize("case", ["read-only-folder", "missing-folder", "fails-midway"])
+def test_export_failure_keeps_the_earlier_file_and_leaves_no_partial_file(qtbot, window, tmp_path, monkeypatch, case):
+    run_to_end(qtbot, window)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    out = folder / "model_int8.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "TorchScript (*.pt)"))
+    window.findChild(QPushButton, "exportButton").click()  # the earlier export
+    qtbot.waitUntil(lambda: out.exists() and not window.controller.busy, timeout=60_000)
+    earlier = out.read_bytes()
+
+    target = out
+    if case == "missing-folder":
+        target = tmp_path / "no_such_folder" / "model_int8.pt"
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "TorchScript (*.pt)"))
+    elif case == "read-only-folder":
+        _fail_mkstemp(monkeypatch)
+    else:
+        _fail_midway(monkeypatch)
+    before = Snapshot.of(window)
+    window.findChild(QPushButton, "exportButton").click()
+    problem, fix = error_shown(qtbot, window)
+    idle(qtbot, window)
+    expected = {"read-only-folder": "permission denied", "missing-folder": "does not exist", "fails-midway": "space"}
+    assert expected[case] in problem.lower(), problem
+    assert fix.startswith("Fix: ") and "Unexpected error" not in problem
+    assert out.read_bytes() == earlier  # byte-identical
+    assert _leftovers(folder, "model_int8.pt") == []  # no partial or temporary file
+    assert not target.parent.exists() or case != "missing-folder"
+    before.assert_kept(window)
+    assert window.findChild(QPushButton, "exportButton").isEnabled()
+
+
+# ----------------------------------------------------------------------------- settings and recipes
+# A corrupt settings file at start: tests/ui/test_window.py::test_corrupt_settings_file_is_ignored_with_warning
+# (the test below also checks the user is told).
+
+
+def test_corrupt_settings_file_is_reported_in_the_window(qtbot, isolated_settings):
+    ini = isolated_settings / "qstudio" / "qstudio.ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    ini.write_bytes(b"[window]\ngeometry=@ByteArray(\x00\xff\x00\n\x00garbage[[[")
+    w = create_main_window(FAST)
+    qtbot.addWidget(w)
+    w.show()
+    assert "could not be read and was reset" in w.statusBar().currentMessage()
+    assert "could not be read" in w.log_view.toPlainText()
+    assert w.controller.session.loaded.name == "demo"
+    still_usable(qtbot, w)
+    w.close()  # the reset file takes the new settings again (a corrupt one is never written by Qt)
+    assert b"garbage" not in ini.read_bytes() and b"recipe" in ini.read_bytes()
+
+
+RECIPES = {
+    "bad-key": ('version = 1\n[settings]\nbackend = "x86"\nbatchsize = 8\n', ["batchsize"]),
+    "bad-value": ("version = 1\n[settings]\nbatch_size = -4\n", ["batch_size", "-4"]),
+    "wrong-type": ("version = 1\nmode = 3\n", ["mode"]),
+    "newer-version": ('version = 99\nmode = "fx"\n', ["version 99", "newer"]),
+    "not-toml": ("mode = = fx\n", ["TOML"]),
+}
+
+
+@pytest.mark.parametrize("case", list(RECIPES))
+def test_bad_recipe_file_is_explained_and_settings_stay(qtbot, window, tmp_path, case):
+    text, words = RECIPES[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(text)
+    window.findChild(QComboBox, "modeCombo").setCurrentIndex(
+        window.findChild(QComboBox, "modeCombo").findData("dynamic")  # a setting of the user's own
+    )
+    before = Snapshot.of(window)
+    window.open_recipe(str(path))
+    problem, fix = error_shown(qtbot, window)
+    for word in words:
+        assert word in problem, problem
+    assert fix.startswith("Fix: ")
+    assert not window.controller.busy
+    before.assert_kept(window)
+
+
+# ----------------------------------------------------------------------------- a second run
+
+
+def test_second_run_while_one_runs_is_refused_with_a_message(qtbot, window):
+    """The Run button is disabled while busy; F5 or a script calling run() again is refused, never raced."""
+    finished: list = []
+    window.runFinished.connect(finished.append)
+    window.findChild(QPushButton, "runButton").click()
+    assert window.controller.busy and not window.findChild(QPushButton, "runButton").isEnabled()
+    first_worker = window.controller.worker
+    window.run()  # what F5 / Ctrl+R call
+    problem, fix = error_shown(qtbot, window)
+    assert "still running" in problem and "Cancel" in fix
+    assert window.controller.worker is first_worker
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=120_000)
+    assert len(finished) == 1 and window.controller.session.results == finished
