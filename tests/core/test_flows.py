@@ -216,3 +216,23 @@ def test_float_reference_has_no_observer_left_under_any_name(mode):
     prepared_had = any(isinstance(m, ObserverBase) for m in q.reference.modules())
     left = [n for n, m in q.reference.named_modules(remove_duplicate=False) if isinstance(m, (ObserverBase, FakeQuantizeBase))]
     assert not prepared_had and left == []
+
+
+@pytest.mark.parametrize("mode", ["fx", "qat"])
+def test_fx_runs_leave_no_observed_model_alive(demo, mode):
+    """torch.ao's FX passes cache every model they see (an unbounded functools.cache); a window session
+    re-running a model must not keep one observed copy of it per run."""
+    import gc
+
+    from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+
+    from qstudio.core.data import load_dataset
+
+    calib = load_dataset(DataSource(kind="demo", split="calib"))
+    recipe = Recipe(mode=mode, settings=QuantSettings(calib_batches=1), qat=QATSettings(epochs=1, batch_size=64))
+    groups = fusion.suggest_groups(demo.module).groups
+    results = [run(get_flow(recipe).run(FlowInput(demo.module, recipe, groups, calib, calib.sample(1), calib, calib)))
+               for _ in range(2)]
+    gc.collect()
+    observed = [m for m in gc.get_objects() if isinstance(m, (ObserverBase, FakeQuantizeBase))]
+    assert observed == [], f"{len(observed)} observers still alive after {len(results)} runs"

@@ -250,4 +250,10 @@ def float_reference(prepared: nn.Module) -> nn.Module:
             parent_name, _, attr = name.rpartition(".")
             parent = ref.get_submodule(parent_name) if parent_name else ref
             setattr(parent, attr, nn.Identity())
+    for module in ref.modules(remove_duplicate=False):
+        # QAT qconfigs hold closures over the *prepared* model's modules (torch.ao's
+        # get_factory_kwargs_based_on_module_device); deepcopy shares closures, so a qconfig left here
+        # would keep the whole prepared model alive as long as the reference lives.
+        if "qconfig" in module.__dict__:
+            del module.qconfig
     return ref.eval()

@@ -68,6 +68,48 @@ def _fx_config(**values: object) -> Iterator[None]:
 CONVERT_LABEL = "converting to INT8 (convert_fx)"
 
 
+def release_fx_caches() -> None:
+    """Drop the models torch.ao's FX passes keep alive after they return.
+
+    ``torch.ao.quantization.fx.utils.assert_and_get_unique_device`` is wrapped
+    in an unbounded ``functools.cache`` keyed by module, and prepare_fx /
+    convert_fx call it on the whole model and on every converted float
+    module.  Each run therefore kept its observed model (float weights plus
+    histogram observers) for the life of the process: one more copy of the
+    model per run in a window session (resnet50: ~100 MB each).  Measured with
+    benchmarks/studio.py (copies of the float weights alive after convert).
+    """
+    from torch.ao.quantization.fx import utils as fx_utils
+
+    cached = getattr(fx_utils.assert_and_get_unique_device, "cache_clear", None)
+    if cached is not None:
+        cached()
+
+
+def _drop_prepare_metadata(model: torch.nn.Module) -> None:
+    """Remove the qconfig objects prepare_fx leaves in each graph node's ``meta``.
+
+    Under QAT those qconfigs hold closures over the prepared (fake-quant)
+    modules, so a converted model or its float reference would keep the whole
+    training-time model alive.  Nothing after convert reads them.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.fx.GraphModule):
+            module.meta.pop("_observed_graph_module_attrs", None)  # node name -> qconfig, likewise
+            for node in module.graph.nodes:
+                node.meta.pop("target_dtype_info", None)
+
+
+def _releasing(steps: Generator[Progress, None, QuantizedModel]) -> Generator[Progress, None, QuantizedModel]:
+    try:
+        result = yield from steps
+        _drop_prepare_metadata(result.module)
+        _drop_prepare_metadata(result.reference)
+        return result
+    finally:
+        release_fx_caches()
+
+
 def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
     return PrepareCustomConfig().set_non_traceable_module_names(list(inp.recipe.settings.skip))
 
@@ -81,6 +123,9 @@ class FxPTQ:
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
+        return _releasing(self._run(inp))
+
+    def _run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
         model = apply_fusion(copy.deepcopy(inp.model).eval(), inp.groups)
@@ -105,6 +150,9 @@ class FxQAT:
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
+        return _releasing(self._run(inp))
+
+    def _run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
         assert inp.train is not None
