@@ -1,0 +1,277 @@
+"""What the studio itself costs: calibrate + convert overhead, model copies in memory, SQNR cost, timer honesty.
+
+    .venv/bin/python benchmarks/studio.py [--overhead resnet18 resnet50] [--memory resnet50] [--out docs/performance-studio.md]
+
+1. Overhead: wall time of qstudio's FX PTQ flow (preflight trace + memory
+   check, fusion, prepare_fx, calibration, float reference, convert_fx) against
+   the bare torch.ao script (deepcopy, prepare_fx, calibrate, convert_fx) on
+   the same calibration tensors with the same observers (histogram
+   activations, per-channel weights), alternating bare / qstudio runs.
+2. Memory: during calibration and right after convert, how many copies of the
+   model's float weights are alive (unique tensor storages held by live
+   nn.Modules, divided by the model's own weight bytes), and peak RSS of each
+   path in a fresh subprocess.
+3. Per-layer error cost: qstudio's SQNR comparison (compare.layer_errors) next
+   to one calibration pass over the same batches.
+4. Timer honesty: qstudio's per-call median against torch.utils.benchmark's
+   blocked_autorange on the same model, input and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore")
+
+from torch.ao.quantization import get_default_qconfig_mapping  # noqa: E402
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: E402
+
+from qstudio.core import benchmark as bench  # noqa: E402
+from qstudio.core import compare  # noqa: E402
+from qstudio.core.flows import get_flow  # noqa: E402
+from qstudio.core.flows.base import FlowInput  # noqa: E402
+from qstudio.core.loading import load_model  # noqa: E402
+from qstudio.core.pipeline import load_run_data, resolve_groups  # noqa: E402
+from qstudio.core.progress import run  # noqa: E402
+from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment_lines, markdown_table  # noqa: E402
+
+CALIB_BATCHES, CALIB_BATCH = 4, 8
+
+
+def setup(name: str):
+    settings = QuantSettings(calib_batches=CALIB_BATCHES, batch_size=CALIB_BATCH, backend="x86")
+    if name == "demo":
+        recipe = Recipe(model=ModelSource("demo"), mode="fx", settings=settings)
+    else:
+        recipe = Recipe(
+            model=ModelSource(f"torchvision:{name}"),
+            mode="fx",
+            input_shape=[1, 3, 224, 224],
+            calib=DataSource(kind="random", limit=CALIB_BATCHES * CALIB_BATCH),
+            settings=settings,
+        )
+    loaded = load_model(recipe.model)
+    data = load_run_data(recipe, loaded)
+    return recipe, loaded.module.eval(), data
+
+
+def bare(model, calib, on_calibrating=None):
+    """The FX PTQ script from the PyTorch docs."""
+    torch.backends.quantized.engine = "x86"
+    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (calib[0][:1],))
+    with torch.no_grad():
+        for i, x in enumerate(calib):
+            prepared(x)
+            if i == 0 and on_calibrating:
+                on_calibrating()
+    return convert_fx(prepared)
+
+
+def studio(recipe, model, data, on_calibrating=None):
+    """qstudio's flow, exactly as the pipeline calls it (preflight + run)."""
+    groups, _ = resolve_groups(recipe, model)
+    flow = get_flow(recipe)
+    inp = FlowInput(model, recipe, groups, data.calib, data.calib.sample(1), None, data.eval)
+    flow.preflight(inp)
+
+    def progress(p):
+        if p.stage == "calibrate" and p.done == 1 and on_calibrating:
+            on_calibrating()
+
+    return run(flow.run(inp), on_progress=progress)
+
+
+def weight_copies(model: torch.nn.Module) -> float:
+    """Bytes of unique float tensor storages held by all live nn.Modules / the model's own float bytes."""
+    own = sum(t.untyped_storage().nbytes() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+    seen: dict[int, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.nn.Module):
+            for t in [*obj.parameters(recurse=False), *obj.buffers(recurse=False)]:
+                if t.is_floating_point() and not t.is_quantized:
+                    st = t.untyped_storage()
+                    seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values()) / own
+
+
+def overhead(names: list[str], repeats: int) -> list[list[str]]:
+    rows = []
+    for name in names:
+        recipe, model, data = setup(name)
+        calib = [x for x, _ in data.calib.batches(CALIB_BATCH, CALIB_BATCHES)]
+        times: dict[str, list[float]] = {"bare": [], "qstudio": []}
+        for _ in range(repeats):
+            for path in ("bare", "qstudio"):
+                gc.collect()
+                t = time.perf_counter()
+                bare(model, calib) if path == "bare" else studio(recipe, model, data)
+                times[path].append(time.perf_counter() - t)
+        b, q = statistics.median(times["bare"]), statistics.median(times["qstudio"])
+        rows.append([name, f"{CALIB_BATCHES}×{CALIB_BATCH}", str(repeats), f"{b:.2f}", f"{q:.2f}", f"{q / b:.3f}x"])
+        print(" | ".join(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def memory_child(name: str, path: str) -> None:
+    """Run in a fresh process: copies of the weights alive at calibration and after convert, peak RSS."""
+    recipe, model, data = setup(name)
+    calib = [x for x, _ in data.calib.batches(CALIB_BATCH, CALIB_BATCHES)]
+    gc.collect()
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seen = {}
+
+    def at_calibration():
+        seen["calibrating"] = weight_copies(model)
+
+    result = bare(model, calib, at_calibration) if path == "bare" else studio(recipe, model, data, at_calibration)
+    gc.collect()
+    seen["after convert"] = weight_copies(model)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    del result
+    print(
+        json.dumps(
+            {
+                "calibrating": seen["calibrating"],
+                "after": seen["after convert"],
+                "peak_over_loaded_mb": (peak_kb - base_kb) / 1024,
+                "model_mb": own_mb,
+            }
+        )
+    )
+
+
+def memory(names: list[str]) -> list[list[str]]:
+    rows = []
+    for name in names:
+        for path in ("bare", "qstudio"):
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--memory-child", name, path], check=True, capture_output=True, text=True
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            m = json.loads(out)
+            rows.append(
+                [
+                    name,
+                    path,
+                    f"{m['model_mb']:.0f}",
+                    f"{m['calibrating']:.2f}",
+                    f"{m['after']:.2f}",
+                    f"{m['peak_over_loaded_mb']:.0f}",
+                ]
+            )
+            print(" | ".join(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def sqnr_cost(names: list[str]) -> list[list[str]]:
+    rows = []
+    for name in names:
+        recipe, model, data = setup(name)
+        q = studio(recipe, model, data)
+        bs = recipe.settings.batch_size
+        t = time.perf_counter()
+        errors = run(compare.layer_errors(q, data.calib, bs, CALIB_BATCHES))
+        sq = time.perf_counter() - t
+        # one plain calibration pass over the same batches, for scale
+        rows.append(
+            [name, str(len(errors)), f"{q.calibration_seconds:.2f}", f"{sq:.2f}", f"{sq / q.calibration_seconds:.2f}x"]
+        )
+        print(" | ".join(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def honesty(names: list[str], threads: int) -> list[list[str]]:
+    rows = []
+    for name in names:
+        recipe, model, data = setup(name)
+        q = studio(recipe, model, data)
+        x = data.calib.sample(1)
+        int8, _ = bench.to_torchscript(q.module, x)
+        for label, fn in (
+            ("FP32 eager", model),
+            ("FP32 TorchScript", bench.freeze_fp32(model, x)),
+            ("INT8 export", int8),
+        ):
+            ours = run(
+                bench.benchmark(fn, lambda b, x=x: x, BenchmarkSettings(threads=threads, warmup=20, iters=200), label)
+            )
+            theirs = bench.compare_with_torch_utils_benchmark(fn, x, threads, min_run_time=3.0)
+            rows.append([name, label, f"{ours[0].median_ms:.3f}", f"{theirs:.3f}", f"{ours[0].median_ms / theirs:.3f}"])
+            print(" | ".join(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-child":
+        memory_child(sys.argv[2], sys.argv[3])
+        return 0
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--overhead", nargs="*", default=["resnet18", "resnet50"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--memory", nargs="*", default=["resnet50"])
+    ap.add_argument("--sqnr", nargs="*", default=["demo", "resnet18", "resnet50"])
+    ap.add_argument("--honesty", nargs="*", default=["demo", "resnet18"])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    parts = ["Command: `.venv/bin/python benchmarks/studio.py`", "\n".join(environment_lines())]
+    if args.overhead:
+        parts += [
+            "### Studio overhead: calibrate + convert wall time (median of alternating runs)",
+            markdown_table(
+                ["model", "calibration batches", "runs each", "bare script s", "qstudio flow s", "qstudio / bare"],
+                overhead(args.overhead, args.repeats),
+            ),
+        ]
+    if args.memory:
+        parts += [
+            "### Memory: copies of the float weights alive (1.00 = the loaded model alone)",
+            markdown_table(
+                ["model", "path", "weights MB", "during calibration", "after convert", "peak RSS above loaded, MB"],
+                memory(args.memory),
+            ),
+        ]
+    if args.sqnr:
+        parts += [
+            "### Per-layer error (SQNR) cost against one calibration pass over the same batches",
+            markdown_table(
+                ["model", "layers compared", "calibration s", "SQNR comparison s", "ratio"], sqnr_cost(args.sqnr)
+            ),
+        ]
+    if args.honesty:
+        parts += [
+            f"### Timer honesty: qstudio's median vs torch.utils.benchmark (batch 1, {args.threads} threads)",
+            markdown_table(
+                ["model", "path", "qstudio median ms", "torch.utils.benchmark ms", "ratio"],
+                honesty(args.honesty, args.threads),
+            ),
+        ]
+    text = "\n\n".join(parts) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
