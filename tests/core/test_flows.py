@@ -236,3 +236,33 @@ def test_fx_runs_leave_no_observed_model_alive(demo, mode):
     gc.collect()
     observed = [m for m in gc.get_objects() if isinstance(m, (ObserverBase, FakeQuantizeBase))]
     assert observed == [], f"{len(observed)} observers still alive after {len(results)} runs"
+
+
+def test_fx_flow_converts_resnet18_to_the_same_ops_as_the_pytorch_script():
+    """qstudio applies the user's fusion groups before prepare_fx; that must not stop FX's own fusion.
+    resnet18's BasicBlock calls one ReLU module twice, so no group can take it: the folded-away
+    BatchNorm must leave no node between conv and ReLU, or they stay separate and INT8 runs ~8% slower."""
+    import collections
+    import copy
+
+    import torchvision
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from qstudio.core.data import load_dataset
+
+    model = torchvision.models.resnet18(weights=None).eval()
+    calib = load_dataset(DataSource(kind="random", limit=2), input_shape=[1, 3, 64, 64])
+    recipe = Recipe(mode="fx", settings=QuantSettings(calib_batches=1, batch_size=2))
+    groups = fusion.suggest_groups(model).groups
+    assert ["layer1.0.conv1", "layer1.0.bn1"] in groups  # the group that stops short of the shared ReLU
+    ours = run(get_flow(recipe).run(FlowInput(model, recipe, groups, calib, calib.sample(1)))).module
+    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (calib.sample(1),))
+    prepared(calib.inputs)
+    theirs = convert_fx(prepared)
+
+    def kinds(gm):
+        return collections.Counter(type(gm.get_submodule(n.target)).__name__ for n in gm.graph.nodes if n.op == "call_module")
+
+    assert kinds(ours) == kinds(theirs)
+    assert kinds(ours)["ConvReLU2d"] == 9
