@@ -64,7 +64,9 @@ def has_vnni() -> bool:
     Without them, x86/fbgemm int8 kernels accumulate pairs in 16 bits and can
     overflow with full 8-bit activations, which is why PyTorch's defaults use
     7-bit activations ("reduce_range").  With them, full 8 bits are safe and
-    more accurate.
+    more accurate in Linear kernels (dynamic quantization); fbgemm's
+    depthwise-convolution kernels still saturate, so static models keep 7 bits
+    (see qstudio.core.flows.qconfig.reduce_range).
     """
     flags = _cpuinfo()[1]
     return bool(flags and any(f in flags for f in (*_VNNI_FLAGS, *_AMX_FLAGS)))

@@ -128,7 +128,8 @@ class QuantSettings:
     calib_batches: int = 16
     batch_size: int = 16
     dynamic_dtype: str = "qint8"
-    # 7-bit activations: "auto" uses full 8 bits where the CPU has VNNI/AMX (no overflow risk), 7 bits elsewhere
+    # 7-bit activations: "auto" = 7 bits for static x86/fbgemm models (their depthwise kernels saturate with 8,
+    # even with VNNI), 8 bits for dynamic Linear/LSTM where the CPU has VNNI/AMX; onednn/qnnpack always 8
     reduce_range: str = "auto"
     skip: list[str] = field(default_factory=list)
     skip_worst: int = 0

@@ -55,7 +55,7 @@ BACKEND_TIPS = {
     "onednn": "Intel oneDNN kernels",
 }
 OBSERVER_ITEMS = (("Histogram (default)", "histogram"), ("MinMax", "minmax"), ("Moving average", "moving_average"))
-REDUCE_RANGE_ITEMS = (("Auto (8-bit if VNNI)", "auto"), ("7-bit", "on"), ("8-bit", "off"))
+REDUCE_RANGE_ITEMS = (("Auto", "auto"), ("7-bit", "on"), ("8-bit", "off"))
 DYNAMIC_DTYPE_ITEMS = (("qint8", "qint8"), ("float16", "float16"))
 QAT_GRAPH_ITEMS = (("FX graph", "fx"), ("Eager", "eager"))
 INPUT_DTYPE_ITEMS = (("Auto (from the model)", None), ("float32", "float32"), ("int64 (token ids)", "int64"))
@@ -137,8 +137,9 @@ class SettingsPanel(QWidget):
         self.reduceRangeCombo = _combo("reduceRangeCombo", REDUCE_RANGE_ITEMS)
         vnni = "has" if has_vnni() else "has no"
         self.reduceRangeCombo.setToolTip(
-            "7-bit activations avoid overflow in int8 kernels on CPUs without VNNI/AMX; "
-            f"8 bits are more accurate where the CPU has them. This CPU {vnni} VNNI/AMX."
+            "Auto: 7-bit activations for static x86/fbgemm models (their depthwise-conv kernels overflow with 8 bits, "
+            "even with VNNI), 8 bits for dynamic Linear/LSTM on CPUs with VNNI/AMX, 8 bits on onednn/qnnpack. "
+            f"This CPU {vnni} VNNI/AMX."
         )
         self.dynamicDtypeCombo = _combo("dynamicDtypeCombo", DYNAMIC_DTYPE_ITEMS)
         self.dynamicDtypeCombo.setToolTip(

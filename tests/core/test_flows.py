@@ -266,3 +266,18 @@ def test_fx_flow_converts_resnet18_to_the_same_ops_as_the_pytorch_script():
 
     assert kinds(ours) == kinds(theirs)
     assert kinds(ours)["ConvReLU2d"] == 9
+
+
+def test_auto_activation_range_is_7_bit_for_static_x86_and_8_bit_for_dynamic_on_vnni():
+    """fbgemm's depthwise kernels saturate with 8-bit activations even with VNNI (mobilenet_v2 lost accuracy),
+    while dynamic Linear kernels are safe there."""
+    from qstudio.core.environment import has_vnni
+    from qstudio.core.flows.qconfig import qat_qconfig, reduce_range, static_qconfig
+
+    def act_max(**kw) -> int:
+        return static_qconfig(QuantSettings(**kw)).activation().quant_max
+
+    assert act_max() == 127 and act_max(backend="fbgemm") == 127  # auto, static x86/fbgemm
+    assert act_max(backend="onednn") == 255 and act_max(reduce_range="off") == 255
+    assert qat_qconfig(QuantSettings()).activation().quant_max == 127
+    assert reduce_range(QuantSettings(), dynamic=True) is (not has_vnni())

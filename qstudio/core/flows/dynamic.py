@@ -93,7 +93,7 @@ class Dynamic:
         yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
         start = time.perf_counter()
         quantized = quantize_dynamic(copy.deepcopy(inp.model).eval(), qconfig_spec=spec, inplace=False)
-        if not reduce_range(s):
+        if not reduce_range(s, dynamic=True):
             _full_range_activations(quantized)
         yield Progress("quantize", 1, 1)
         seconds = time.perf_counter() - start
