@@ -18,7 +18,10 @@ For each model, in ONE process and interleaved slice by slice
 
 All INT8 paths calibrate on the same tensors (qstudio's calibration set for the
 recipe: the demo's real calibration split, random images for torchvision
-models, whose weights are random too: speed does not depend on them).  ONNX
+models, whose weights are random too: speed does not depend on them; their
+BatchNorm statistics are settled on random batches first, see
+common.settle_batchnorm, so INT8 outputs are meaningful and the cosine column
+checks every path computes the same thing).  ONNX
 Runtime gets as many intra-op threads as torch and, because it shares the
 process with torch timings, ``session.intra_op.allow_spinning = 0``: spinning
 idle threads would otherwise steal both cores from torch.
@@ -49,7 +52,7 @@ from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import MODELS, environment_lines, markdown_table  # noqa: E402
+from common import MODELS, environment_lines, markdown_table, settle_batchnorm  # noqa: E402
 
 CALIB_BATCHES, CALIB_BATCH = 4, 8
 
@@ -163,6 +166,8 @@ def cosine(a, b) -> float:
 def measure(name: str, batches: list[int], threads: int, seconds: float, folder: Path) -> list[dict]:
     recipe = recipe_for(name)
     loaded = load_model(recipe.model)
+    if name != "demo":
+        settle_batchnorm(loaded.module, recipe.input_shape)  # random weights: give BN real statistics
     model = loaded.module.eval()
     data = load_run_data(recipe, loaded)
     calib = [x for x, _ in data.calib.batches(CALIB_BATCH, CALIB_BATCHES)]

@@ -48,7 +48,7 @@ from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment_lines, markdown_table  # noqa: E402
+from common import environment_lines, markdown_table, settle_batchnorm  # noqa: E402
 
 CALIB_BATCHES, CALIB_BATCH = 4, 8
 
@@ -66,6 +66,8 @@ def setup(name: str):
             settings=settings,
         )
     loaded = load_model(recipe.model)
+    if name != "demo":
+        settle_batchnorm(loaded.module, recipe.input_shape)  # random weights: give BN real statistics
     data = load_run_data(recipe, loaded)
     return recipe, loaded.module.eval(), data
 
