@@ -53,8 +53,8 @@ from common import environment_lines, markdown_table, settle_batchnorm  # noqa: 
 CALIB_BATCHES, CALIB_BATCH = 4, 8
 
 
-def setup(name: str):
-    settings = QuantSettings(calib_batches=CALIB_BATCHES, batch_size=CALIB_BATCH, backend="x86")
+def setup(name: str, *, settle: bool = True, batches: int = CALIB_BATCHES, batch: int = CALIB_BATCH):
+    settings = QuantSettings(calib_batches=batches, batch_size=batch, backend="x86")
     if name == "demo":
         recipe = Recipe(model=ModelSource("demo"), mode="fx", settings=settings)
     else:
@@ -62,11 +62,11 @@ def setup(name: str):
             model=ModelSource(f"torchvision:{name}"),
             mode="fx",
             input_shape=[1, 3, 224, 224],
-            calib=DataSource(kind="random", limit=CALIB_BATCHES * CALIB_BATCH),
+            calib=DataSource(kind="random", limit=batches * batch),
             settings=settings,
         )
     loaded = load_model(recipe.model)
-    if name != "demo":
+    if name != "demo" and settle:
         settle_batchnorm(loaded.module, recipe.input_shape)  # random weights: give BN real statistics
     data = load_run_data(recipe, loaded)
     return recipe, loaded.module.eval(), data
@@ -111,30 +111,46 @@ def weight_copies(model: torch.nn.Module) -> float:
     return sum(seen.values()) / own
 
 
-def overhead(names: list[str], repeats: int) -> list[list[str]]:
+def overhead(names: list[str], repeats: int, sizes: list[tuple[int, int]]) -> list[list[str]]:
     rows = []
-    for name in names:
-        recipe, model, data = setup(name)
-        calib = [x for x, _ in data.calib.batches(CALIB_BATCH, CALIB_BATCHES)]
-        times: dict[str, list[float]] = {"bare": [], "qstudio": []}
-        for _ in range(repeats):
-            for path in ("bare", "qstudio"):
-                gc.collect()
-                t = time.perf_counter()
-                bare(model, calib) if path == "bare" else studio(recipe, model, data)
-                times[path].append(time.perf_counter() - t)
-        b, q = statistics.median(times["bare"]), statistics.median(times["qstudio"])
-        rows.append([name, f"{CALIB_BATCHES}×{CALIB_BATCH}", str(repeats), f"{b:.2f}", f"{q:.2f}", f"{q / b:.3f}x"])
-        print(" | ".join(rows[-1]), file=sys.stderr)
+    for batches, batch in sizes:
+        for name in names:
+            recipe, model, data = setup(name, batches=batches, batch=batch)
+            calib = [x for x, _ in data.calib.batches(batch, batches)]
+            times: dict[str, list[float]] = {"bare": [], "qstudio": []}
+            for _ in range(repeats):
+                for path in ("bare", "qstudio"):
+                    gc.collect()
+                    t = time.perf_counter()
+                    bare(model, calib) if path == "bare" else studio(recipe, model, data)
+                    times[path].append(time.perf_counter() - t)
+            b, q = statistics.median(times["bare"]), statistics.median(times["qstudio"])
+            rows.append(
+                [name, f"{batches}×{batch}", str(repeats), f"{b:.2f}", f"{q:.2f}", f"{q - b:+.2f}", f"{q / b:.3f}x"]
+            )
+            print(" | ".join(rows[-1]), file=sys.stderr)
     return rows
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory (VmHWM).
+
+    Not getrusage's ru_maxrss: on Linux that survives fork + exec, so a child
+    started by a big parent reports the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory_child(name: str, path: str) -> None:
     """Run in a fresh process: copies of the weights alive at calibration and after convert, peak RSS."""
-    recipe, model, data = setup(name)
+    # No BatchNorm settling here: its batches of 16 would set the RSS high-water mark before we start.
+    recipe, model, data = setup(name, settle=False)
     calib = [x for x, _ in data.calib.batches(CALIB_BATCH, CALIB_BATCHES)]
     gc.collect()
-    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_kb = _peak_rss_kb()
     seen = {}
 
     def at_calibration():
@@ -143,7 +159,7 @@ def memory_child(name: str, path: str) -> None:
     result = bare(model, calib, at_calibration) if path == "bare" else studio(recipe, model, data, at_calibration)
     gc.collect()
     seen["after convert"] = weight_copies(model)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = _peak_rss_kb()
     own_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
     del result
     print(
@@ -213,11 +229,18 @@ def honesty(names: list[str], threads: int) -> list[list[str]]:
             ("FP32 TorchScript", bench.freeze_fp32(model, x)),
             ("INT8 export", int8),
         ):
-            ours = run(
-                bench.benchmark(fn, lambda b, x=x: x, BenchmarkSettings(threads=threads, warmup=20, iters=200), label)
-            )
-            theirs = bench.compare_with_torch_utils_benchmark(fn, x, threads, min_run_time=3.0)
-            rows.append([name, label, f"{ours[0].median_ms:.3f}", f"{theirs:.3f}", f"{ours[0].median_ms / theirs:.3f}"])
+            # Alternate the two timers three times so a change in machine load hits both alike.
+            ours_ms, theirs_ms = [], []
+            for _ in range(3):
+                stats = run(
+                    bench.benchmark(
+                        fn, lambda b, x=x: x, BenchmarkSettings(threads=threads, warmup=20, iters=100), label
+                    )
+                )
+                ours_ms.append(stats[0].median_ms)
+                theirs_ms.append(bench.compare_with_torch_utils_benchmark(fn, x, threads, min_run_time=1.0))
+            ours, theirs = statistics.median(ours_ms), statistics.median(theirs_ms)
+            rows.append([name, label, f"{ours:.3f}", f"{theirs:.3f}", f"{ours / theirs:.3f}"])
             print(" | ".join(rows[-1]), file=sys.stderr)
     return rows
 
@@ -229,6 +252,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--overhead", nargs="*", default=["resnet18", "resnet50"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--calib",
+        nargs="+",
+        default=["4x8", "16x16"],
+        help="calibration batches x batch size (16x16 is qstudio's default)",
+    )
     ap.add_argument("--memory", nargs="*", default=["resnet50"])
     ap.add_argument("--sqnr", nargs="*", default=["demo", "resnet18", "resnet50"])
     ap.add_argument("--honesty", nargs="*", default=["demo", "resnet18"])
@@ -241,8 +270,16 @@ def main() -> int:
         parts += [
             "### Studio overhead: calibrate + convert wall time (median of alternating runs)",
             markdown_table(
-                ["model", "calibration batches", "runs each", "bare script s", "qstudio flow s", "qstudio / bare"],
-                overhead(args.overhead, args.repeats),
+                [
+                    "model",
+                    "calibration batches",
+                    "runs each",
+                    "bare script s",
+                    "qstudio flow s",
+                    "difference s",
+                    "qstudio / bare",
+                ],
+                overhead(args.overhead, args.repeats, [tuple(map(int, c.split("x"))) for c in args.calib]),
             ),
         ]
     if args.memory:

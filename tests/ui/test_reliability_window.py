@@ -701,6 +701,7 @@ def test_model_that_raises_mid_run_reaches_the_user_and_the_window_recovers(qtbo
     message = run_to_failure(qtbot, window)
     problem, _fix = error_shown(qtbot, window)
     assert "sensor buffer overflow" in problem, problem
+    assert "flaky.py" in problem, problem  # blames the model's own line, not qstudio
     assert message.startswith(problem)
     assert window.errors.box.detailedText()  # the traceback one click away
     before.assert_kept(window)
