@@ -25,6 +25,7 @@ A factory ``.py`` file is code too, by design: the user names it to run it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import difflib
 import hashlib
@@ -77,17 +78,35 @@ class LoadedModel:
     input_dtype: str = "float32"
 
 
+#: Factory path -> SHA-256 the user agreed to run, for the load in progress on this thread (see load_model).
+_EXPECTED_CODE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("expected_code", default=None)
+
 # --------------------------------------------------------------------------- public API
 
 
-def load_model(source: ModelSource, *, trust: bool = False) -> LoadedModel:
+def load_model(
+    source: ModelSource, *, trust: bool = False, expected_code: Mapping[str, str] | None = None
+) -> LoadedModel:
     """Load the model ``source`` describes; raise :class:`LoadError` for anything the user can fix.
 
     ``trust=True`` allows deserialising code (a pickled module or TorchScript)
     from the file ``source.spec`` names; the returned ``source`` then carries
     that file's ``trusted_sha256`` so a saved recipe replays the trust only for
     the identical file.
+
+    ``expected_code`` maps resolved factory paths to the SHA-256 the user
+    agreed to run (the window asks before a recipe imports Python).  A factory
+    whose bytes differ when they are read for import is refused, so a file
+    swapped between the question and the import never runs.
     """
+    token = _EXPECTED_CODE.set(dict(expected_code) if expected_code is not None else None)
+    try:
+        return _load_model(source, trust)
+    finally:
+        _EXPECTED_CODE.reset(token)
+
+
+def _load_model(source: ModelSource, trust: bool) -> LoadedModel:
     spec = source.spec.strip()
     warns: list[str] = []
     if spec.lower() == "demo":
@@ -269,6 +288,12 @@ def _build_from_factory(spec: str) -> tuple[torch.nn.Module, _FactoryInfo]:
         raise _read_error(path, exc) from None
 
     resolved = path.resolve()
+    expected = (_EXPECTED_CODE.get() or {}).get(str(resolved))
+    if expected is not None and hashlib.sha256(source_bytes).hexdigest() != expected.lower():
+        raise LoadError(
+            f"factory file {path} changed after you agreed to run it; it was not run",
+            "open the recipe again to review the new version",
+        )
     mod_name = "_qstudio_factory_" + hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
     with _factory_lock, _folder_on_sys_path(resolved.parent):
         module_spec = importlib.util.spec_from_file_location(mod_name, resolved)

@@ -13,7 +13,7 @@ import copy
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,14 @@ class Session:
         """Load a model; on any error the previous model and everything else stay as they were."""
         return self.commit_load(self.prepare_load(source, trust=trust))
 
-    def prepare_load(self, source: ModelSource, *, trust: bool = False) -> PreparedModel:
-        """The slow part of loading (file, tree, fusion suggestion); changes no state, so it can run in a worker."""
-        loaded = load_model(source, trust=trust)
+    def prepare_load(
+        self, source: ModelSource, *, trust: bool = False, expected_code: Mapping[str, str] | None = None
+    ) -> PreparedModel:
+        """The slow part of loading (file, tree, fusion suggestion); changes no state, so it can run in a worker.
+
+        ``expected_code``: factory path -> SHA-256 the user agreed to run (see :func:`load_model`).
+        """
+        loaded = load_model(source, trust=trust, expected_code=expected_code)
         example = self._example_for(loaded, self.recipe)
         groups: list[list[str]] = []
         method, notes = "", []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
@@ -174,11 +174,15 @@ class SessionController(QObject):
         on_done: Callable[[Any], None] | None = None,
         on_untrusted: Callable[[UntrustedFileError], bool] | None = None,
         on_failed: Callable[[str], None] | None = None,
+        expected_code: Mapping[str, str] | None = None,
     ) -> bool:
-        """Load in a worker.  ``on_untrusted`` may ask the user and return True to handle a file needing trust."""
+        """Load in a worker.  ``on_untrusted`` may ask the user and return True to handle a file needing trust.
+
+        ``expected_code``: factory path -> SHA-256 the user agreed to run; a file changed since is not run.
+        """
         def work() -> Generator[Progress, Any, Any]:
             yield Progress("load", 0, 1, f"loading {source.spec}")
-            prepared = self.session.prepare_load(source, trust=trust)
+            prepared = self.session.prepare_load(source, trust=trust, expected_code=expected_code)
             yield Progress("load", 1, 1)
             return prepared
 

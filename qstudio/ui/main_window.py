@@ -351,7 +351,12 @@ class MainWindow(QMainWindow):
 
     # -- actions -------------------------------------------------------------------
     def open_model(
-        self, source: ModelSource, *, trust: bool = False, on_failed: Callable[[str], None] | None = None
+        self,
+        source: ModelSource,
+        *,
+        trust: bool = False,
+        on_failed: Callable[[str], None] | None = None,
+        expected_code: dict[str, str] | None = None,
     ) -> bool:
         def ask_trust(exc: UntrustedFileError) -> bool:
             path = source.spec
@@ -366,7 +371,12 @@ class MainWindow(QMainWindow):
             return True
 
         return self.controller.open_model(
-            source, trust=trust, on_done=lambda _l: self._remember(source), on_untrusted=ask_trust, on_failed=on_failed
+            source,
+            trust=trust,
+            on_done=lambda _l: self._remember(source),
+            on_untrusted=ask_trust,
+            on_failed=on_failed,
+            expected_code=expected_code,
         )
 
     def open_model_dialog(self) -> None:
@@ -421,32 +431,38 @@ class MainWindow(QMainWindow):
             if key is not None:
                 self.qsettings.setValue(key[0], str(path))
 
-    def _code_allowed(self, recipe: Recipe, what: str) -> bool:
+    def _code_allowed(self, recipe: Recipe, what: str) -> dict[str, str] | None:
         """A recipe that would import Python files (or replay trust for a pickle) runs them only once the user agrees.
 
         A yes is remembered per file content (SHA-256) in the window's settings,
         so the same file does not ask twice and an edited file asks again.
+        Returns the agreed path -> SHA-256 (the loader refuses a file changed
+        after this question), or None when the user declined.
         """
         pending = []
+        agreed: dict[str, str] = {}
         for path in code_files(recipe):
             key = self._code_trust_key(path)
-            if key is not None and self.qsettings.value(key[0]) is None:
-                pending.append(path)
+            if key is not None:
+                agreed[str(path.resolve())] = key[1]
+                if self.qsettings.value(key[0]) is None:
+                    pending.append(path)
         if not pending:
-            return True
+            return agreed
         if not confirm_code_files(self, what, pending):
             names = ", ".join(p.name for p in pending)
             message = f"{what} was not opened: it would run code from {names} and you declined"
             self.log_line(f"{message}; nothing was run and your model and settings are unchanged")
             self.statusBar().showMessage(message, 10000)
-            return False
+            return None
         self.log_line(f"trust given for code named by {what}: {', '.join(str(p) for p in pending)}")
         self._remember_code_trust(pending)
-        return True
+        return agreed
 
     def _apply_recipe_with_model(self, recipe: Recipe, what: str) -> None:
         """Use ``recipe`` and load its model; if the model cannot be loaded, the earlier settings come back."""
-        if not self._code_allowed(recipe, what):
+        agreed = self._code_allowed(recipe, what)
+        if agreed is None:
             return
         session = self.controller.session
         previous = session.recipe
@@ -458,7 +474,7 @@ class MainWindow(QMainWindow):
             self.log_line(f"{what} was not applied: its model could not be opened; your earlier settings are kept")
 
         self.log_line(f"{what} opened; loading its model {recipe.model.spec}")
-        if not self.open_model(recipe.model, on_failed=restore):
+        if not self.open_model(recipe.model, on_failed=restore, expected_code=agreed):
             session.recipe = previous
 
     def save_recipe(self) -> None:

@@ -192,6 +192,32 @@ def _flip_tensor_byte(data: bytes) -> bytes:
     return bytes(out)
 
 
+def test_factory_changed_after_the_user_agreed_is_not_run(tmp_path):
+    """The window passes the SHA-256 of the file it showed; bytes read for import must be those bytes."""
+    import hashlib
+
+    from qstudio.core.errors import LoadError
+    from qstudio.core.loading import load_model
+    from qstudio.core.recipe import ModelSource
+
+    marker = tmp_path / "ran.txt"
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "import pathlib, torch\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "def build():\n    return torch.nn.Linear(4, 2)\n"
+    )
+    agreed = {str(factory.resolve()): hashlib.sha256(factory.read_bytes()).hexdigest()}
+    factory.write_text(factory.read_text() + "# swapped\n")
+    with pytest.raises(LoadError) as err:
+        load_model(ModelSource(f"{factory}:build"), expected_code=agreed)
+    assert "changed after you agreed to run it" in err.value.problem and "again" in err.value.fix
+    assert not marker.exists()
+    agreed[str(factory.resolve())] = hashlib.sha256(factory.read_bytes()).hexdigest()
+    assert load_model(ModelSource(f"{factory}:build"), expected_code=agreed).kind == "factory"
+    assert marker.exists()
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [

@@ -454,6 +454,33 @@ def test_recipe_naming_a_factory_asks_before_running_it(qtbot, window, tmp_path)
     assert len(answer.seen) == 1 and not marker.exists()
 
 
+def test_factory_swapped_while_the_prompt_is_open_is_not_run(qtbot, window, tmp_path):
+    """The user agrees to the file they were shown; a different file in its place by the time of import never runs."""
+    factory, marker = marker_factory(tmp_path)
+    recipe_path = tmp_path / "shared.toml"
+    Recipe(mode="dynamic", model=ModelSource(f"{factory}:build")).save(recipe_path)
+    before = Snapshot.of(window)
+    swapped = factory.read_text().replace("build.input_shape", "import os\nbuild.input_shape")
+
+    def swap_then_agree(dialog) -> None:
+        factory.write_text(swapped)  # another process rewrites the file while the user reads the prompt
+        press_button("Run this code")(dialog)
+
+    answer = DialogAnswerer("codeTrustBox", swap_then_agree)
+    try:
+        window.open_recipe(str(recipe_path))
+    finally:
+        answer.stop()
+    assert len(answer.seen) == 1
+    problem, fix = error_shown(qtbot, window)
+    assert "changed after you agreed to run it" in problem and "net.py" in problem, problem
+    assert "open the recipe again" in fix
+    assert not marker.exists()  # the swapped file was never imported
+    before.assert_kept(window)
+    close_error(window)
+    still_usable(qtbot, window)
+
+
 def test_recipe_replaying_trust_for_a_pickle_asks_first(qtbot, window, tmp_path):
     """A recipe can carry trusted_sha256 for a model file; from someone else that is their trust, not yours."""
     from qstudio.core.loading import file_sha256
