@@ -89,9 +89,24 @@ class SessionController(QObject):
             self.report_error(f"'{self.task}' is still running. Fix: wait for it to finish or press Cancel first.", "")
             return False
 
+        started: list[Generator[Progress, Any, Any]] = []
+
         def job() -> Generator[Progress, Any, Any]:
-            result = yield from work()
+            steps = work()
+            started.append(steps)
+            result = yield from steps
             return result
+
+        def abandon() -> None:
+            # superqt's quit() just stops iterating: the work generator would stay suspended, holding its
+            # models and (for a run) the session's "a run is in progress", until the GC finds it.  Close it
+            # so its finally blocks run now; the worker thread has stopped calling it before it emits aborted.
+            for steps in started:
+                try:
+                    steps.close()
+                except Exception:  # a close that fails must not hide the cancel
+                    log.exception("closing the cancelled %s", task)
+            self._fail(Cancelled("cancelled by the user"), on_error)
 
         # _ignore_errors: superqt would otherwise re-raise every worker error in the GUI thread as well,
         # where the excepthook would report it a second time as a crash
@@ -100,7 +115,7 @@ class SessionController(QObject):
         worker.yielded.connect(self.progress.emit)
         worker.returned.connect(lambda value: self._finish(on_done, value))
         worker.errored.connect(lambda exc: self._on_errored(exc, on_error, intercept))
-        worker.aborted.connect(lambda: self._fail(Cancelled("cancelled by the user"), on_error))
+        worker.aborted.connect(abandon)
         self.busyChanged.emit(True)
         self.log.emit(f"{task}: started")
         worker.start()

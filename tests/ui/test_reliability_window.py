@@ -761,6 +761,7 @@ def test_cancel_during_qat_training(qtbot, window):
     seen = _cancel_when(window, lambda s: s.stage == "train" and s.done >= 2)
     message = run_to_failure(qtbot, window)
     assert "cancelled" in message and "nothing was changed" in message
+    assert not window.controller.session.running  # the cancelled run is closed now, not whenever the GC runs
     train = [s.done for s in seen if s.stage == "train"]
     total = max(s.total for s in seen if s.stage == "train")
     assert max(train) < total // 2  # stopped long before the five epochs were done
@@ -777,6 +778,7 @@ def test_cancel_during_benchmarking(qtbot, window):
     seen = _cancel_when(window, lambda s: s.stage.startswith("benchmark") and s.done >= 1)
     message = run_to_failure(qtbot, window, timeout=60_000)
     assert "cancelled" in message
+    assert not window.controller.session.running
     assert any(s.stage.startswith("benchmark") for s in seen)
     assert window.errors.box is None
     before.assert_kept(window)
