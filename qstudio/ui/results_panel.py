@@ -538,7 +538,9 @@ class ResultsPanel(QWidget):
         if any_stat is not None:
             note = (
                 f"Median of {any_stat.iters} timed calls per bar (whisker: p90), {any_stat.threads} thread(s). "
-                "TS = frozen TorchScript, the best FP32 deployment path."
+                "TS = frozen TorchScript, PyTorch's fastest FP32 path. Timed in the window's worker thread, which "
+                "reads slower than a terminal run on small CPUs: compare bars within this run, and take deployment "
+                "figures from `qstudio quantize` (docs/performance.md)."
             )
             if not result.fp32_deploy:
                 note += " The FP32 TorchScript baseline could not be built for this model."
