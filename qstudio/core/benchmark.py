@@ -147,39 +147,9 @@ def benchmark(
     in inference mode.  The thread count (``settings.threads``) is restored in
     ``finally``, which also runs when the caller cancels and closes us.
     """
-    stage = f"benchmark {label}"
-    per_batch = settings.warmup + settings.iters
-    total = per_batch * len(settings.batch_sizes)
-    results: list[LatencyStat] = []
-    with _num_threads(settings.threads):
-        threads = torch.get_num_threads()
-        done = 0
-        for batch_size in settings.batch_sizes:
-            inputs = make_input(batch_size)
-            times_ns: list[int] = []
-            remaining_warmup = settings.warmup
-            remaining_timed = settings.iters
-            while remaining_warmup or remaining_timed:
-                chunk_start = time.perf_counter()
-                with torch.inference_mode(), _gc_paused():
-                    while remaining_warmup and time.perf_counter() - chunk_start < _PROGRESS_INTERVAL_S:
-                        call_model(model, inputs)
-                        remaining_warmup -= 1
-                        done += 1
-                    while (
-                        not remaining_warmup
-                        and remaining_timed
-                        and time.perf_counter() - chunk_start < _PROGRESS_INTERVAL_S
-                    ):
-                        t0 = time.perf_counter_ns()
-                        call_model(model, inputs)
-                        times_ns.append(time.perf_counter_ns() - t0)
-                        remaining_timed -= 1
-                        done += 1
-                yield Progress(stage, done, total, message=f"batch {batch_size}")
-            stat = _stat(label, batch_size, times_ns, threads)
-            results.append(stat)
-    return results
+    # One model is the single-contender case of the interleaved timer: same loop, same rules.
+    stats = yield from benchmark_interleaved({label: model}, make_input, settings, rounds=1, stage=f"benchmark {label}")
+    return stats[label]
 
 
 def benchmark_interleaved(
@@ -188,6 +158,7 @@ def benchmark_interleaved(
     settings: BenchmarkSettings,
     *,
     rounds: int = 10,
+    stage: str = "benchmark",
 ) -> Generator[Progress, None, dict[str, list[LatencyStat]]]:
     """Time several models side by side, alternating between them; a progress generator.
 
@@ -223,7 +194,7 @@ def benchmark_interleaved(
                             call_model(models[lb], inputs[lb])
                             remaining -= 1
                             done += 1
-                    yield Progress("benchmark", done, total, message=f"warm-up {lb}, batch {batch_size}")
+                    yield Progress(stage, done, total, message=f"warm-up {lb}, batch {batch_size}")
             for r in range(rounds):
                 for lb in labels:
                     # slice r of this model's timed calls; the slices add up to exactly settings.iters
@@ -237,7 +208,7 @@ def benchmark_interleaved(
                                 times_ns[lb].append(time.perf_counter_ns() - t0)
                                 remaining -= 1
                                 done += 1
-                        yield Progress("benchmark", done, total, message=f"{lb}, batch {batch_size}")
+                        yield Progress(stage, done, total, message=f"{lb}, batch {batch_size}")
             for lb in labels:
                 results[lb].append(_stat(lb, batch_size, times_ns[lb], threads))
     return results
