@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -51,6 +54,48 @@ def settle_batchnorm(model: torch.nn.Module, shape: list[int], batches: int = 4,
     for m in norms:
         m.momentum = 0.1
     model.eval()
+
+
+@contextlib.contextmanager
+def engine(name: str) -> Iterator[None]:
+    """Run with torch's quantized engine set to ``name`` (the kernels dispatch on it), then put it back."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def with_engine(name: str, fn: Callable):
+    """``fn`` wrapped so every call runs on engine ``name`` (an onednn model must run on onednn)."""
+
+    def call(x):
+        with engine(name):
+            return fn(x)
+
+    return call
+
+
+def bare_fx_ptq(
+    model: torch.nn.Module, backend: str, calib: list[torch.Tensor], on_first_batch: Callable[[], None] | None = None
+) -> torch.nn.Module:
+    """The script from PyTorch's FX PTQ tutorial, as an expert writes it by hand: the peer qstudio is measured against.
+
+    deepcopy, ``get_default_qconfig_mapping(backend)``, ``prepare_fx``, calibrate on ``calib``, ``convert_fx``.
+    ``on_first_batch`` is called once the first calibration batch has run (memory is sampled there).
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    with engine(backend):
+        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping(backend), (calib[0][:1],))
+        with torch.no_grad():
+            for i, x in enumerate(calib):
+                prepared(x)
+                if i == 0 and on_first_batch is not None:
+                    on_first_batch()
+        return convert_fx(prepared)
 
 
 def environment_lines() -> list[str]:

@@ -30,7 +30,6 @@ idle threads would otherwise steal both cores from torch.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -42,9 +41,6 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from torch.ao.quantization import get_default_qconfig_mapping  # noqa: E402
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: E402
-
 from qstudio.core.benchmark import benchmark_interleaved, freeze_fp32  # noqa: E402
 from qstudio.core.loading import load_model  # noqa: E402
 from qstudio.core.pipeline import load_run_data, run_recipe  # noqa: E402
@@ -52,9 +48,19 @@ from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import MODELS, environment_lines, markdown_table, settle_batchnorm  # noqa: E402
+from common import MODELS, bare_fx_ptq, engine, environment_lines, markdown_table, settle_batchnorm, with_engine  # noqa: E402
 
 CALIB_BATCHES, CALIB_BATCH = 4, 8
+#: The contenders, in table order; FP32 eager first (the cosine table compares the others with it).
+PATHS = (
+    "FP32 eager",
+    "FP32 TorchScript",
+    "ORT FP32",
+    "bare FX INT8 x86",
+    "bare FX INT8 onednn",
+    "qstudio export",
+    "ORT INT8",
+)
 
 
 def recipe_for(name: str) -> Recipe:
@@ -73,31 +79,10 @@ def recipe_for(name: str) -> Recipe:
 
 
 def bare_fx_int8(model: torch.nn.Module, backend: str, calib: list[torch.Tensor]) -> torch.jit.ScriptModule:
-    """The hand-written script from the PyTorch FX PTQ tutorial, plus trace + freeze for deployment."""
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = backend
-    try:
-        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping(backend), (calib[0][:1],))
-        with torch.inference_mode():
-            for x in calib:
-                prepared(x)
-        quantized = convert_fx(prepared)
-        with torch.no_grad():
-            return torch.jit.freeze(torch.jit.trace(quantized, (calib[0][:1],), check_trace=False).eval())
-    finally:
-        torch.backends.quantized.engine = before
-
-
-def with_engine(engine: str, fn):
-    def call(x):
-        before = torch.backends.quantized.engine
-        torch.backends.quantized.engine = engine
-        try:
-            return fn(x)
-        finally:
-            torch.backends.quantized.engine = before
-
-    return call
+    """The hand-written FX PTQ script (common.bare_fx_ptq), plus trace + freeze for deployment."""
+    quantized = bare_fx_ptq(model, backend, calib)
+    with engine(backend), torch.no_grad():
+        return torch.jit.freeze(torch.jit.trace(quantized, (calib[0][:1],), check_trace=False).eval())
 
 
 def ort_session(path: Path, threads: int):
@@ -255,21 +240,7 @@ def main() -> int:
         best_fp32 = min(v for k, v in m.items() if k in ("FP32 TorchScript", "ORT FP32"))
         best_pt_int8 = min(v for k, v in m.items() if k.startswith("bare FX INT8") or k == "qstudio export")
         q = m["qstudio export"]
-        lat_rows.append(
-            [r["model"], str(r["batch"])]
-            + [
-                ms(m.get(k))
-                for k in (
-                    "FP32 eager",
-                    "FP32 TorchScript",
-                    "ORT FP32",
-                    "bare FX INT8 x86",
-                    "bare FX INT8 onednn",
-                    "qstudio export",
-                    "ORT INT8",
-                )
-            ]
-        )
+        lat_rows.append([r["model"], str(r["batch"])] + [ms(m.get(k)) for k in PATHS])
         ratio_rows.append(
             [
                 r["model"],
@@ -281,20 +252,7 @@ def main() -> int:
             ]
         )
         if r["batch"] == rows[0]["batch"]:
-            cos_rows.append(
-                [r["model"]]
-                + [
-                    f"{r['cosine'].get(k, float('nan')):.4f}"
-                    for k in (
-                        "FP32 TorchScript",
-                        "ORT FP32",
-                        "bare FX INT8 x86",
-                        "bare FX INT8 onednn",
-                        "qstudio export",
-                        "ORT INT8",
-                    )
-                ]
-            )
+            cos_rows.append([r["model"]] + [f"{r['cosine'].get(k, float('nan')):.4f}" for k in PATHS[1:]])
 
     cmd = (
         f".venv/bin/python benchmarks/performance.py --models {' '.join(args.models)} "

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import resource
@@ -35,9 +34,6 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from torch.ao.quantization import get_default_qconfig_mapping  # noqa: E402
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: E402
-
 from qstudio.core import benchmark as bench  # noqa: E402
 from qstudio.core import compare  # noqa: E402
 from qstudio.core.flows import get_flow  # noqa: E402
@@ -48,7 +44,7 @@ from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment_lines, markdown_table, settle_batchnorm  # noqa: E402
+from common import bare_fx_ptq, environment_lines, markdown_table, settle_batchnorm  # noqa: E402
 
 CALIB_BATCHES, CALIB_BATCH = 4, 8
 
@@ -73,15 +69,8 @@ def setup(name: str, *, settle: bool = True, batches: int = CALIB_BATCHES, batch
 
 
 def bare(model, calib, on_calibrating=None):
-    """The FX PTQ script from the PyTorch docs."""
-    torch.backends.quantized.engine = "x86"
-    prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (calib[0][:1],))
-    with torch.no_grad():
-        for i, x in enumerate(calib):
-            prepared(x)
-            if i == 0 and on_calibrating:
-                on_calibrating()
-    return convert_fx(prepared)
+    """The FX PTQ script from the PyTorch docs (x86)."""
+    return bare_fx_ptq(model, "x86", calib, on_calibrating)
 
 
 def studio(recipe, model, data, on_calibrating=None):

@@ -15,8 +15,6 @@ speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import sys
 import warnings
 from pathlib import Path
@@ -25,42 +23,12 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from torch.ao.quantization import get_default_qconfig_mapping  # noqa: E402
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx  # noqa: E402
-
 from qstudio.core.benchmark import benchmark_interleaved, freeze_fp32  # noqa: E402
 from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import build_model, environment_lines, markdown_table  # noqa: E402
-
-
-@contextlib.contextmanager
-def engine(name: str):
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = before
-
-
-def with_engine(name: str, fn):
-    def call(x):
-        with engine(name):
-            return fn(x)
-
-    return call
-
-
-def fx_int8(model: torch.nn.Module, backend: str, calib: list[torch.Tensor]) -> torch.nn.Module:
-    with engine(backend):
-        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping(backend), (calib[0],))
-        with torch.no_grad():
-            for x in calib:
-                prepared(x)
-        return convert_fx(prepared)
+from common import bare_fx_ptq, build_model, engine, environment_lines, markdown_table, with_engine  # noqa: E402
 
 
 def trace(model: torch.nn.Module, x: torch.Tensor, *, freeze: bool, optimize: bool = False):
@@ -95,7 +63,7 @@ def main() -> int:
     variants["FP32 frozen + optimize_for_inference"] = (freeze_fp32(model, x), x)
     variants["FP32 frozen + optimize_for_inference, channels-last"] = (freeze_fp32(model, cl), cl)
     for backend in ("x86", "fbgemm", "onednn"):
-        q = fx_int8(model, backend, calib)
+        q = bare_fx_ptq(model, backend, calib)
         with engine(backend):
             variants[f"INT8 {backend}, FX GraphModule"] = (with_engine(backend, q), x)
             variants[f"INT8 {backend}, traced"] = (with_engine(backend, trace(q, x, freeze=False)), x)
