@@ -102,45 +102,50 @@ def pick_torchvision(parent: QWidget) -> ModelSource | None:
     return ModelSource(f"torchvision:{name}") if ok and name else None
 
 
-def confirm_trust(parent: QWidget, path: str, reason: str) -> bool:
-    """Ask for explicit trust, naming the file; the answer defaults to No."""
+def _ask_before_running_code(parent: QWidget, name: str, title: str, text: str, info: str, accept: str) -> bool:
+    """A warning box whose only way to say yes is the named ``accept`` button; Cancel is the default."""
     box = QMessageBox(parent)
-    box.setObjectName("trustBox")
+    box.setObjectName(name)
     box.setIcon(QMessageBox.Icon.Warning)
-    box.setWindowTitle("Trust this file?")
-    box.setText(f"Opening “{Path(path).name}” will run code stored in the file.")
-    box.setInformativeText(
-        f"{reason}\n\nFull path: {path}\n\nOnly trust it if you know who made it. "
-        "qstudio records the trust for this exact file content (its SHA-256)."
-    )
-    trust = box.addButton("I trust this file", QMessageBox.ButtonRole.AcceptRole)
+    box.setWindowTitle(title)
+    box.setText(text)
+    box.setInformativeText(info)
+    yes = box.addButton(accept, QMessageBox.ButtonRole.AcceptRole)
     box.addButton(QMessageBox.StandardButton.Cancel)
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
-    return box.clickedButton() is trust
+    return box.clickedButton() is yes
+
+
+def confirm_trust(parent: QWidget, path: str, reason: str) -> bool:
+    """Ask for explicit trust, naming the file; the answer defaults to No."""
+    return _ask_before_running_code(
+        parent,
+        "trustBox",
+        "Trust this file?",
+        f"Opening “{Path(path).name}” will run code stored in the file.",
+        f"{reason}\n\nFull path: {path}\n\nOnly trust it if you know who made it. "
+        "qstudio records the trust for this exact file content (its SHA-256).",
+        "I trust this file",
+    )
 
 
 def confirm_code_files(parent: QWidget, what: str, files: list[Path]) -> bool:
     """Ask before opening ``what`` (a recipe) imports Python files it names; the answer defaults to No."""
-    box = QMessageBox(parent)
-    box.setObjectName("codeTrustBox")
-    box.setIcon(QMessageBox.Icon.Warning)
-    box.setWindowTitle("Run code from this recipe?")
     names = ", ".join(f"“{f.name}”" for f in files)
-    box.setText(f"Opening {what} will run code from {names}.")
     listing = "\n".join(f"  • {f}" for f in files)
-    box.setInformativeText(
+    return _ask_before_running_code(
+        parent,
+        "codeTrustBox",
+        "Run code from this recipe?",
+        f"Opening {what} will run code from {names}.",
         "The recipe names code that builds its model (a factory .py file, or a pickled or TorchScript model it "
         f"marks as trusted); loading it executes these files with your permissions:\n{listing}\n\n"
         "A recipe from someone else can name any file. Only continue if you trust "
         "this code; otherwise choose Cancel and nothing is opened. qstudio remembers a yes for this exact file "
-        "content (its SHA-256), so an edited file asks again."
+        "content (its SHA-256), so an edited file asks again.",
+        "Run this code",
     )
-    run = box.addButton("Run this code", QMessageBox.ButtonRole.AcceptRole)
-    box.addButton(QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.exec()
-    return box.clickedButton() is run
 
 
 def combo_index(combo: QComboBox, data: str) -> int:
