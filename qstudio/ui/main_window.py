@@ -426,10 +426,11 @@ class MainWindow(QMainWindow):
         return f"trust/code/{sha}", sha
 
     def _remember_code_trust(self, files: list[Path]) -> None:
-        for path in files:
-            key = self._code_trust_key(path)
-            if key is not None:
-                self.qsettings.setValue(key[0], str(path))
+        self._remember_keys([(path, key[0]) for path in files if (key := self._code_trust_key(path)) is not None])
+
+    def _remember_keys(self, keys: list[tuple[Path, str]]) -> None:
+        for path, settings_key in keys:
+            self.qsettings.setValue(settings_key, str(path))
 
     def _code_allowed(self, recipe: Recipe, what: str) -> dict[str, str] | None:
         """A recipe that would import Python files (or replay trust for a pickle) runs them only once the user agrees.
@@ -439,24 +440,25 @@ class MainWindow(QMainWindow):
         Returns the agreed path -> SHA-256 (the loader refuses a file changed
         after this question), or None when the user declined.
         """
-        pending = []
+        pending: list[tuple[Path, str]] = []  # (file, settings key of the content the user is shown)
         agreed: dict[str, str] = {}
         for path in code_files(recipe):
             key = self._code_trust_key(path)
             if key is not None:
                 agreed[str(path.resolve())] = key[1]
                 if self.qsettings.value(key[0]) is None:
-                    pending.append(path)
+                    pending.append((path, key[0]))
         if not pending:
             return agreed
-        if not confirm_code_files(self, what, pending):
-            names = ", ".join(p.name for p in pending)
+        if not confirm_code_files(self, what, [path for path, _ in pending]):
+            names = ", ".join(path.name for path, _ in pending)
             message = f"{what} was not opened: it would run code from {names} and you declined"
             self.log_line(f"{message}; nothing was run and your model and settings are unchanged")
             self.statusBar().showMessage(message, 10000)
             return None
-        self.log_line(f"trust given for code named by {what}: {', '.join(str(p) for p in pending)}")
-        self._remember_code_trust(pending)
+        self.log_line(f"trust given for code named by {what}: {', '.join(str(path) for path, _ in pending)}")
+        # the hashes taken before the question: a file swapped while the prompt was open is not remembered as trusted
+        self._remember_keys(pending)
         return agreed
 
     def _apply_recipe_with_model(self, recipe: Recipe, what: str) -> None:

@@ -478,6 +478,13 @@ def test_factory_swapped_while_the_prompt_is_open_is_not_run(qtbot, window, tmp_
     assert not marker.exists()  # the swapped file was never imported
     before.assert_kept(window)
     close_error(window)
+    # the yes was for the content shown, not for what replaced it: opening again asks again
+    answer = DialogAnswerer("codeTrustBox", decline)
+    try:
+        window.open_recipe(str(recipe_path))
+    finally:
+        answer.stop()
+    assert len(answer.seen) == 1 and not marker.exists()
     still_usable(qtbot, window)
 
 
