@@ -257,7 +257,7 @@ def _write_outputs(result, args: argparse.Namespace) -> None:
     from qstudio.core.fileio import atomic_write_bytes
 
     if args.json:
-        atomic_write_bytes(Path(args.json), json.dumps(result.to_json(), indent=2).encode("utf-8"))
+        atomic_write_bytes(Path(args.json), json.dumps(result.to_json(), indent=2).encode("utf-8"), "JSON result")
     if args.report:
         from qstudio.core.report import write_report
 

@@ -1,15 +1,22 @@
 """Export a (quantized) model as a verified TorchScript file.
 
 An export the user cannot load, or that computes something different from
-what the studio measured, is worse than no export.  So the file is written to
-a temporary path next to the target, reloaded from disk with
-``torch.jit.load`` and run on the example input; only when its outputs match
-the in-memory model does it replace the target.  Any failure leaves an earlier
-file at the target byte-for-byte untouched and no temporary file behind.
+what the studio measured, is worse than no export.  So the model is
+serialized to memory, those exact bytes are reloaded with ``torch.jit.load``
+and run on the example input, and only when their outputs match the
+in-memory model are they written - atomically, through
+:func:`~qstudio.core.fileio.atomic_write_bytes` - over the target.
+
+Serializing to memory first matters: torch's C++ zip writer, writing to a
+file on a full disk, throws from a destructor and aborts the process.  Python
+file I/O raises ``OSError`` instead, which becomes an :class:`ExportError`
+("the disk holding ... is full").  Any failure leaves an earlier file at the
+target byte-for-byte untouched and no temporary file behind.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ from torch import nn
 
 from qstudio.core.benchmark import call_model, eval_mode, output_max_abs_diff, to_torchscript
 from qstudio.core.errors import ExportError
-from qstudio.core.fileio import atomic_path
+from qstudio.core.fileio import atomic_write_bytes, check_target
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +44,9 @@ class ExportInfo:
     verified: bool
 
 
-def _write_error(path: Path, exc: BaseException) -> ExportError:
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
-    return ExportError(
-        f"could not write TorchScript file {path}: {reason}",
-        "check there is free disk space and that you can write to the folder, then export again",
-    )
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def export_torchscript(
@@ -69,37 +72,42 @@ def export_torchscript(
     shapes or a branch taken for it, and one input alone would not show that.
     """
     path = Path(path)
+    check_target(path, "TorchScript file")  # a bad location fails before minutes of conversion
+    module, method = to_torchscript(model, example)
+    buffer = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:  # checks the folder first, so a bad location fails before conversion
-            module, method = to_torchscript(model, example)
-            try:
-                torch.jit.save(module, str(tmp))
-            except (OSError, RuntimeError) as exc:  # the C++ writer reports disk errors as RuntimeError
-                raise _write_error(path, exc) from exc
-            try:
-                loaded = torch.jit.load(str(tmp), map_location="cpu")
-            except Exception as exc:
-                raise ExportError(
-                    f"the TorchScript file written for {path} could not be loaded back ({exc})",
-                    "export again; if it keeps failing, report it with the model",
-                ) from exc
-            diff = 0.0
-            loaded.eval()
-            for i, x in enumerate([example, *check_inputs]):
-                with eval_mode(model), torch.no_grad():
-                    expected: Any = call_model(model, x)
-                    actual: Any = call_model(loaded, x)
-                diff = max(diff, output_max_abs_diff(expected, actual))
-                if diff <= atol:  # also catches NaN
-                    continue
-                which = "the example input" if i == 0 else f"check input {i} (the {method} file does not generalise)"
-                raise ExportError(
-                    f"the exported model's outputs differ from the in-memory model by {diff:.3g} on {which} (more than {atol:g})",
-                    "check the model has no randomness or data-dependent control flow in eval mode, "
-                    "or raise the tolerance if this difference is acceptable",
-                )
-            size_mb = tmp.stat().st_size / 1e6
-    except OSError as exc:  # fsync/replace at the end of atomic_path (e.g. the target is a folder)
-        raise _write_error(path, exc) from exc
+        # to memory, never to the file: torch's C++ zip writer reports a full disk by throwing from a
+        # destructor, which aborts the whole process; Python's own file I/O below raises OSError instead
+        torch.jit.save(module, buffer)
+    except (OSError, RuntimeError) as exc:
+        raise ExportError(
+            f"the model could not be serialized as TorchScript for {path} ({_first_line(exc)})",
+            "export again; if it keeps failing, report it with the model",
+        ) from exc
+    data = buffer.getvalue()
+    try:
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:
+        raise ExportError(
+            f"the TorchScript serialized for {path} could not be loaded back ({_first_line(exc)})",
+            "export again; if it keeps failing, report it with the model",
+        ) from exc
+    diff = 0.0
+    loaded.eval()
+    for i, x in enumerate([example, *check_inputs]):
+        with eval_mode(model), torch.no_grad():
+            expected: Any = call_model(model, x)
+            actual: Any = call_model(loaded, x)
+        diff = max(diff, output_max_abs_diff(expected, actual))
+        if diff <= atol:  # also catches NaN
+            continue
+        which = "the example input" if i == 0 else f"check input {i} (the {method} file does not generalise)"
+        raise ExportError(
+            f"the exported model's outputs differ from the in-memory model by {diff:.3g} on {which} (more than {atol:g})",
+            "check the model has no randomness or data-dependent control flow in eval mode, "
+            "or raise the tolerance if this difference is acceptable",
+        )
+    atomic_write_bytes(path, data, "TorchScript file")  # ExportError on a full or read-only disk, earlier file kept
+    size_mb = len(data) / 1e6
     log.info("exported %s (%s, %.2f MB, max abs diff %.3g)", path, method, size_mb, diff)
     return ExportInfo(path=str(path), method=method, size_mb=size_mb, max_abs_diff=diff, verified=True)

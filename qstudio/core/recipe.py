@@ -288,21 +288,14 @@ class Recipe:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> Path:
-        from qstudio.core.errors import ExportError, QStudioError
+        """Write the recipe atomically; a full or read-only disk is an ExportError and the earlier file is kept."""
+        from qstudio.core.errors import ExportError
         from qstudio.core.fileio import atomic_write_bytes
 
         path = Path(path)
         if path.is_dir():
             raise ExportError(f"{path} is a folder", "give a file name for the recipe, e.g. recipe.toml")
-        try:
-            atomic_write_bytes(path, self.to_toml().encode("utf-8"))
-        except QStudioError:
-            raise
-        except OSError as exc:  # the earlier file is intact: atomic_write_bytes wrote to a temporary file
-            raise ExportError(
-                f"could not write the recipe {path}: {exc.strerror or exc}",
-                "free some disk space or choose another location; the earlier file is unchanged",
-            ) from None
+        atomic_write_bytes(path, self.to_toml().encode("utf-8"), "recipe")
         return path
 
     @classmethod

@@ -670,19 +670,13 @@ def render_report(result: RunResult, *, generated: datetime | None = None) -> st
 
 
 def write_report(result: RunResult, path: str | Path) -> Path:
-    """Render the report and write it to ``path`` atomically; an earlier file survives any failure."""
+    """Render the report and write it to ``path`` atomically; an earlier file survives any failure.
+
+    A full or read-only disk, or a refused permission, is an :class:`ExportError`
+    naming the problem and the fix (see :func:`~qstudio.core.fileio.atomic_write_bytes`).
+    """
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"{path} is a folder", "give a file name for the report, e.g. report.html")
-    data = render_report(result).encode("utf-8")
-    try:
-        atomic_write_bytes(path, data)
-    except ExportError:
-        raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ExportError(
-            f"could not write the report {path}: {reason}",
-            "check there is free disk space and that you can write to the folder, then save the report again",
-        ) from exc
+    atomic_write_bytes(path, render_report(result).encode("utf-8"), "report")
     return path

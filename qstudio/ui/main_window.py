@@ -549,13 +549,16 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Folder for chart PNGs")
         if not folder:
             return
-        from qstudio.ui.charts import export_png
+        from qstudio.core.fileio import atomic_write_bytes
+        from qstudio.ui.charts import render_png
 
         try:
-            for widget in (self.results_panel.latency_chart, self.results_panel.layer_chart):
-                out = Path(folder) / f"{widget.objectName()}.png"
-                export_png(widget, out)
-                self.log_line(f"chart saved to {out}")
+            # both images are rendered in memory first: a chart that cannot be drawn writes nothing at all
+            charts = self.results_panel.latency_chart, self.results_panel.layer_chart
+            images = [(Path(folder) / f"{w.objectName()}.png", render_png(w)) for w in charts]
+            for out, png in images:
+                atomic_write_bytes(out, png, "chart PNG")  # ExportError on a full disk; an earlier PNG is kept
+                self.log_line(f"chart saved to {out} ({len(png) / 1e3:.0f} KB)")
         except Exception as exc:
             self.errors.report(*describe_error(exc))
 

@@ -4,8 +4,9 @@ Each test feeds one bad input or fault to the real engine (real models, real
 torch.ao quantization, real files) and checks that a :class:`QStudioError`
 comes out naming the problem and the fix, that no code from an untrusted
 file ran, and that nothing the user had (session state, an earlier file) was
-lost.  A monkeypatch appears only where a fault cannot be produced for real
-here (a disk failing midway, a GPU on a machine without one); each says so.
+lost.  A full disk is a real, nearly full tmpfs (tests/conftest.py).  A
+monkeypatch appears only where a fault cannot be produced for real here (a GPU
+on a machine without one); each says so.
 """
 
 from __future__ import annotations
@@ -573,22 +574,16 @@ def test_cancel_stops_promptly_and_leaves_the_session_as_it_was(tmp_path: Path, 
 # --------------------------------------------------------------------------- 11: files written
 
 
-def test_recipe_save_failing_midway_keeps_the_earlier_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = Recipe(mode="fx").save(tmp_path / "r.toml")
+def test_recipe_save_onto_a_full_disk_keeps_the_earlier_file(tmp_path: Path, small_disk) -> None:
+    # a real, nearly full tmpfs (tests/conftest.py): the kernel refuses the write
+    target = Recipe(mode="fx").save(small_disk / "r.toml")
     before = target.read_bytes()
-
-    def disk_full(self: Path, data: bytes) -> int:  # simulated: half the file reaches the disk, then it is full
-        with open(self, "wb") as fh:
-            fh.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    small_disk.fill(leave=0)
     with pytest.raises(ExportError) as info:
         Recipe(mode="qat").save(target)
-    monkeypatch.undo()
-    assert_clean(info.value, "r.toml", "No space left on device", fix_words=("unchanged",))
+    assert_clean(info.value, "r.toml", "is full", fix_words=("free space", "unchanged"))
     assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.toml"]
+    assert small_disk.files() == ["r.toml"]
 
     with pytest.raises(ExportError) as info:
         Recipe().save(tmp_path / "missing" / "r.toml")
@@ -596,7 +591,7 @@ def test_recipe_save_failing_midway_keeps_the_earlier_file(tmp_path: Path, monke
     with pytest.raises(ExportError) as info:
         Recipe().save(tmp_path)
     assert_clean(info.value, "is a folder")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.toml"]
+    assert not (tmp_path / "missing").exists() and not list(tmp_path.glob("*.tmp"))
 
 
 # --------------------------------------------------------------------------- 13: one run at a time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import re
 import subprocess
@@ -305,25 +304,17 @@ def test_write_report_writes_the_page(tmp_path: Path, result: RunResult) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
-def test_failed_write_keeps_the_earlier_file(
-    tmp_path: Path, result: RunResult, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "report.html"
+def test_failed_write_keeps_the_earlier_file(small_disk, result: RunResult) -> None:
+    # a real, nearly full tmpfs (tests/conftest.py): the kernel refuses the write
+    target = small_disk / "report.html"
     report.write_report(result, target)
     before = target.read_bytes()
-
-    def disk_full(self: Path, data: bytes) -> int:
-        with open(self, "wb") as fh:  # half a file reaches the disk, then the disk fills up
-            fh.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    small_disk.fill()
     with pytest.raises(ExportError) as info:
         report.write_report(dataclasses.replace(result, model_name="second"), target)
-    monkeypatch.undo()
-    assert "No space left on device" in str(info.value) and info.value.fix
+    assert "is full" in str(info.value) and "report.html" in info.value.problem and info.value.fix
     assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temp file left
+    assert small_disk.files() == ["report.html"]  # no temp file left
 
 
 def test_write_report_bad_locations_are_clear(tmp_path: Path, result: RunResult) -> None:

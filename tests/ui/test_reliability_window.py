@@ -812,29 +812,17 @@ def _fail_mkstemp(monkeypatch) -> None:
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
 
 
-def _fail_midway(monkeypatch) -> None:
-    # A full disk cannot be produced safely here: torch's writer is replaced at its boundary by one that
-    # writes half of the real file and then fails the way a full disk does.
-    import errno
-    import io
-
-    real_save = torch.jit.save
-
-    def half_then_enospc(module, f, *args, **kwargs):
-        buf = io.BytesIO()
-        real_save(module, buf, *args, **kwargs)
-        with open(f, "wb") as fh:
-            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch.jit, "save", half_then_enospc)
-
-
-@pytest.mark.parametrize("case", ["read-only-folder", "missing-folder", "fails-midway"])
-def test_export_failure_keeps_the_earlier_file_and_leaves_no_partial_file(qtbot, window, tmp_path, monkeypatch, case):
+@pytest.mark.parametrize("case", ["read-only-folder", "missing-folder", "full-disk"])
+def test_export_failure_keeps_the_earlier_file_and_leaves_no_partial_file(
+    qtbot, window, tmp_path, monkeypatch, request, case
+):
     run_to_end(qtbot, window)
-    folder = tmp_path / "exports"
-    folder.mkdir()
+    if case == "full-disk":  # a real, nearly full tmpfs (tests/conftest.py), filled after the earlier export
+        disk = request.getfixturevalue("small_disk")
+        folder = disk.path
+    else:
+        folder = tmp_path / "exports"
+        folder.mkdir()
     out = folder / "model_int8.pt"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "TorchScript (*.pt)"))
     window.findChild(QPushButton, "exportButton").click()  # the earlier export
@@ -848,12 +836,12 @@ def test_export_failure_keeps_the_earlier_file_and_leaves_no_partial_file(qtbot,
     elif case == "read-only-folder":
         _fail_mkstemp(monkeypatch)
     else:
-        _fail_midway(monkeypatch)
+        disk.fill()
     before = Snapshot.of(window)
     window.findChild(QPushButton, "exportButton").click()
     problem, fix = error_shown(qtbot, window)
     idle(qtbot, window)
-    expected = {"read-only-folder": "permission denied", "missing-folder": "does not exist", "fails-midway": "space"}
+    expected = {"read-only-folder": "permission denied", "missing-folder": "does not exist", "full-disk": "is full"}
     assert expected[case] in problem.lower(), problem
     assert fix.startswith("Fix: ") and "Unexpected error" not in problem
     assert out.read_bytes() == earlier  # byte-identical
