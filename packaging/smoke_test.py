@@ -17,6 +17,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,13 @@ def check_package_files(package: Path, source: Path | None) -> None:
 
 
 def check_ui_dependencies() -> None:
+    # Requires-Dist lines: "pyqtgraph>=0.13.7" (always) or 'pytest>=8; extra == "test"' (with an extra only)
+    requires = importlib.metadata.requires("qstudio") or []
+    plain = {re.match(r"[A-Za-z0-9._-]+", r)[0].lower() for r in requires if ";" not in r}
+    window = {"pyside6-essentials", "pyqtgraph", "superqt"}
+    check(window <= plain, "the window's packages are plain dependencies of the wheel (no extra needed)", str(plain))
+    extras = importlib.metadata.metadata("qstudio").get_all("Provides-Extra") or []
+    check("ui" in extras, "the `ui` extra still exists, so `pip install 'qstudio[ui]'` keeps working", str(extras))
     import pyqtgraph
     import PySide6
     import superqt
@@ -160,6 +168,13 @@ def check_cli(workdir: Path) -> None:
     ok(f"console script {exe}")
     proc = run_command([str(exe), "--help"], workdir)
     check("quantize" in proc.stdout, "`qstudio --help` lists the subcommands")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "PYTHONPATH")}
+    proc = subprocess.run([str(exe)], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    check(
+        proc.returncode == 2 and proc.stderr.startswith("qstudio: error: no screen: set QT_QPA_PLATFORM=offscreen"),
+        "`qstudio` without any screen exits 2 with one message (no Qt abort)",
+        f"exit {proc.returncode}: {proc.stderr[-2000:]}",
+    )
     proc = run_command([str(exe), "inspect", "demo"], workdir)
     check(
         "DigitsResNet" in proc.stdout and "conv1" in proc.stdout, "`qstudio inspect demo` prints the demo's module tree"

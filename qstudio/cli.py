@@ -5,8 +5,17 @@
     qstudio quantize MODEL ...       one run from command-line options
     qstudio run RECIPE.toml ...      replay a recipe saved from the window or the CLI
 
-Exit 0 on success; exit 2 with one line on stderr (problem and fix) for bad
-input; ``--verbose`` adds the traceback.
+Exit status, always with one line on stderr and never a traceback unless
+``--verbose`` is given:
+
+    0    success
+    2    bad input: the line names the problem and the fix (also: no screen
+         for the window, or system libraries Qt needs, with the apt-get line)
+    3    internal error: an exception qstudio did not turn into a message (a
+         bug in qstudio, or the model's own code raising, or calling sys.exit,
+         where qstudio did not expect it); the line names the exception, where
+         it was raised, and how to report it
+    130  cancelled (Ctrl+C)
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -37,6 +47,8 @@ from qstudio.core.recipe import (
 
 SUBCOMMANDS = ("inspect", "quantize", "run")
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_CANCELLED = 130
 
 
 class UsageError(QStudioError):
@@ -297,14 +309,106 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_window(argv: list[str]) -> int:
+    from qstudio.ui.platform_check import ensure_window_can_open, import_problem
+
+    if not {"-h", "--help"} & set(argv):
+        # before Qt is loaded: a missing screen or system library is one message and exit 2, not Qt's abort
+        ensure_window_can_open()
     try:
         from qstudio.ui.app import main as window_main
     except ImportError as exc:
-        raise UsageError(
-            f"the qstudio window is not available in this installation ({exc})",
-            "install the UI extra (pip install 'qstudio[ui]'), or use `qstudio quantize demo --mode fx` headless",
-        ) from None
+        problem = import_problem(exc)
+        if problem is None:
+            raise  # not a missing package or library: an internal error
+        raise problem from None
     return int(window_main(argv) or 0)
+
+
+# -- errors ----------------------------------------------------------------------------------
+def _one_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of ``text``, whitespace collapsed, cut at ``limit`` characters."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+_QSTUDIO_DIR = os.path.dirname(os.path.abspath(__file__))
+_LIBRARY_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+
+
+def _is_library(filename: str) -> bool:
+    """A frame in torch, another installed package or the standard library (not qstudio, not the model)."""
+    path = os.path.abspath(filename)
+    if path.startswith(_QSTUDIO_DIR + os.sep):
+        return False
+    return filename.startswith("<") or any(m in path for m in _LIBRARY_MARKERS) or path.startswith(_STDLIB_DIR + os.sep)
+
+
+def _short_path(filename: str) -> str:
+    """``model.py`` under the current folder, ``qstudio/core/x.py``, ``torch/ao/...`` for installed packages."""
+    path = os.path.abspath(filename)
+    parent = os.path.dirname(_QSTUDIO_DIR)
+    if path.startswith(_QSTUDIO_DIR + os.sep):
+        return os.path.relpath(path, parent)
+    for marker in _LIBRARY_MARKERS:
+        if marker in path:
+            return path.split(marker, 1)[1]
+    if path.startswith(_STDLIB_DIR + os.sep):
+        return os.path.relpath(path, _STDLIB_DIR)
+    cwd = os.getcwd()
+    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
+
+
+def _where(exc: BaseException) -> str:
+    """``at FILE:LINE`` of the frame that raised, plus the nearest frame of qstudio or the model below a library."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno))
+        tb = tb.tb_next
+    if not frames:
+        return ""
+    last = frames[-1]
+    text = f" at {_short_path(last[0])}:{last[1]}"
+    if _is_library(last[0]):
+        own = next((f for f in reversed(frames) if not _is_library(f[0])), None)
+        if own is not None and own != frames[0]:
+            text += f", called from {_short_path(own[0])}:{own[1]}"
+    return text
+
+
+def _exception_name(exc: BaseException) -> str:
+    """``RuntimeError``, ``torch.fx.proxy.TraceError``; a class from a factory file by its own name."""
+    cls = type(exc)
+    module = cls.__module__ or ""
+    # factory files are imported under a private name (loading.py): it would only confuse
+    if module == "builtins" or module.startswith("_qstudio_factory_"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """One line for an exception that is not a :class:`QStudioError`: what, where, and how to report it."""
+    if isinstance(exc, SystemExit):
+        what = f"SystemExit({exc.code!r}): sys.exit() was called during the run, which did not finish"
+    else:
+        message = _one_line(str(exc))
+        what = f"{_exception_name(exc)}: {message}" if message else _exception_name(exc)
+    where = _where(exc)
+    return (
+        f"qstudio: internal error: {what}{f' (raised{where})' if where else ''}. "
+        "This is a bug in qstudio, or the model's own code failing where qstudio did not expect it; "
+        "to report it, re-run the same command with --verbose and attach its output to a qstudio issue."
+    )
+
+
+def _from_argparse(exc: SystemExit) -> bool:
+    """argparse's own exit (``--help``), which is no failure."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") == "argparse"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,8 +436,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qstudio: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):
+        if verbose:
+            traceback.print_exc()
         print("qstudio: cancelled", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
+    except SystemExit as exc:
+        if _from_argparse(exc):
+            raise  # --help printed its text
+        return _internal_error(exc, verbose)  # sys.exit() in a model's code is no success
+    except BaseException as exc:  # anything else: one line, never a bare traceback
+        return _internal_error(exc, verbose)
+
+
+def _internal_error(exc: BaseException, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(internal_error_line(exc), file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

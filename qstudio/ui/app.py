@@ -8,12 +8,13 @@ import sys
 
 from PySide6.QtWidgets import QApplication
 
-from qstudio.cli import UsageError, _model_args, _Parser, _quantize_args, recipe_from_args
+from qstudio.cli import _model_args, _Parser, _quantize_args, recipe_from_args
 from qstudio.core.errors import QStudioError
 from qstudio.core.recipe import ModelSource
 from qstudio.core.session import Session
 from qstudio.ui.controller import SessionController
 from qstudio.ui.main_window import MainWindow, app_icon
+from qstudio.ui.platform_check import ensure_window_can_open
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,19 @@ def parse_window_args(argv: list[str]) -> argparse.Namespace:
 
 
 def create_main_window(argv: list[str] | None = None) -> MainWindow:
-    """Build the window with the model loaded and the recipe preloaded; no event loop is started."""
+    """Build the window with the model loaded and the recipe preloaded; no event loop is started.
+
+    Without a QApplication yet, first checks that Qt can open a window here
+    (a screen, the system libraries of Qt's xcb plugin): raises
+    :class:`~qstudio.ui.platform_check.WindowUnavailable` instead of Qt's abort.
+    """
+    args = parse_window_args(list(argv or []))  # bad options and --help before Qt starts
+    if QApplication.instance() is None:
+        ensure_window_can_open()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qstudio")
     app.setOrganizationName("qstudio")
     app.setWindowIcon(app_icon())
-    args = parse_window_args(list(argv or []))
     args.mode = args.mode or "fx"
     source = ModelSource(spec=args.model, factory=args.factory)
     random_fallback = args.calib_data is None and source.spec != "demo"
@@ -55,7 +63,7 @@ def create_main_window(argv: list[str] | None = None) -> MainWindow:
 def main(argv: list[str] | None = None) -> int:
     try:
         window = create_main_window(argv)
-    except UsageError as exc:
+    except QStudioError as exc:  # bad options, no screen, missing system libraries
         print(f"qstudio: error: {exc}", file=sys.stderr)
         return 2
     window.show()
