@@ -230,7 +230,11 @@ def _validate(ds: Dataset, shape: list[int] | None, dtype: str, vocab: int | Non
         )
     if dtype == "int64":
         if x.is_floating_point() or x.is_complex():
-            raise DataError(f"{ds.description} holds {x.dtype} values but the model takes integer token ids", "save the token ids as int64")
+            raise DataError(
+                f"{ds.description} holds {x.dtype} values but the model takes integer token ids",
+                "save the token ids as int64, or if the model takes float inputs set the input dtype to float32 "
+                "(--input-dtype float32, or Settings > Input dtype)",
+            )
         ds.inputs = x = x.to(torch.int64)
         if vocab is not None and (int(x.min()) < 0 or int(x.max()) >= vocab):
             raise DataError(
@@ -241,7 +245,8 @@ def _validate(ds: Dataset, shape: list[int] | None, dtype: str, vocab: int | Non
         if not x.is_floating_point():
             raise DataError(
                 f"{ds.description} holds {x.dtype} values but the model takes float32 inputs",
-                "convert it to float32 with the model's normalisation (or set input_dtype = \"int64\" for token ids)",
+                "convert it to float32 with the model's normalisation; if these are token ids, set the input dtype "
+                "to int64 (--input-dtype int64, Settings > Input dtype, or input_dtype = \"int64\" in the recipe)",
             )
         ds.inputs = x = x.to(torch.float32)
         if not torch.isfinite(x).all():

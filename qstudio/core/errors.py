@@ -13,10 +13,13 @@ from __future__ import annotations
 class QStudioError(Exception):
     """A problem the user can fix: ``problem`` says what, ``fix`` says how."""
 
-    def __init__(self, problem: str, fix: str = "", *, details: str = "") -> None:
+    def __init__(self, problem: str, fix: str = "", *, details: str = "", key: str = "") -> None:
         self.problem = problem.rstrip(".")
         self.fix = fix.rstrip(".")
         self.details = details
+        #: the setting at fault, where one is (``calib``, ``eval``, ``train``, ``input_shape``, ``input_dtype``):
+        #: the window marks that setting, the CLI names it
+        self.key = key
         super().__init__(str(self))
 
     def __str__(self) -> str:

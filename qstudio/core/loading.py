@@ -75,7 +75,9 @@ class LoadedModel:
     scripted: bool = False
     warnings: list[str] = field(default_factory=list)
     input_shape: list[int] | None = None
-    input_dtype: str = "float32"
+    input_dtype: str | None = "float32"  # None only inside loading: load_model fills it
+    input_origin: str = ""  # where input_shape/input_dtype came from (see qstudio.core.inputs)
+    shape_declared: bool = False  # the model's own code or metadata states the shape (data must match it)
 
 
 #: Factory path -> SHA-256 the user agreed to run, for the load in progress on this thread (see load_model).
@@ -101,9 +103,34 @@ def load_model(
     """
     token = _EXPECTED_CODE.set(dict(expected_code) if expected_code is not None else None)
     try:
-        return _load_model(source, trust)
+        loaded = _load_model(source, trust)
     finally:
         _EXPECTED_CODE.reset(token)
+    return _complete_input(loaded)
+
+
+#: what each kind of source says about the input, for LoadedModel.input_origin
+_ORIGINS = {
+    "torchvision": "torchvision's documented input size",
+    "factory": "the factory's input_shape attribute",
+    "state_dict": "the factory's input_shape attribute",
+    "safetensors": "the factory's input_shape attribute",
+}
+
+
+def _complete_input(loaded: LoadedModel) -> LoadedModel:
+    """Fill the input shape and dtype the source did not give from the model itself (see qstudio.core.inputs)."""
+    from qstudio.core.inputs import guess_input
+
+    if loaded.scripted:
+        loaded.input_origin = "TorchScript files do not say their input: set the input shape"
+        loaded.input_dtype = loaded.input_dtype or "float32"
+        return loaded
+    origin = "the demo's metadata" if loaded.name == "demo" else _ORIGINS.get(loaded.kind, "")
+    loaded.shape_declared = loaded.input_shape is not None and loaded.kind != "torchvision"
+    guess = guess_input(loaded.module, loaded.input_shape, loaded.input_dtype, origin)
+    loaded.input_shape, loaded.input_dtype, loaded.input_origin = guess.shape, guess.dtype, guess.origin
+    return loaded
 
 
 def _load_model(source: ModelSource, trust: bool) -> LoadedModel:
@@ -150,7 +177,7 @@ def file_sha256(path: str | Path) -> str:
 def _load_torchvision(source: ModelSource, name: str, warns: list[str]) -> LoadedModel:
     module, shape = _torchvision_model(name)
     module = _finalize(module, warns)
-    return LoadedModel(module, source, "torchvision", name.lower(), False, warns, shape, "float32")
+    return LoadedModel(module, source, "torchvision", name.lower(), False, warns, shape, None)
 
 
 def _torchvision_model(name: str) -> tuple[torch.nn.Module, list[int] | None]:
@@ -237,7 +264,7 @@ class _FactoryInfo:
     spec: str
     name: str
     input_shape: list[int] | None
-    input_dtype: str
+    input_dtype: str | None  # None: the factory does not say
 
 
 _factory_lock = threading.RLock()
@@ -368,9 +395,9 @@ def _build_from_factory(spec: str) -> tuple[torch.nn.Module, _FactoryInfo]:
     return built, _FactoryInfo(spec, label, shape, dtype)
 
 
-def _factory_input_hint(fn: Any, label: str) -> tuple[list[int] | None, str]:
+def _factory_input_hint(fn: Any, label: str) -> tuple[list[int] | None, str | None]:
     shape = getattr(fn, "input_shape", None)
-    dtype = getattr(fn, "input_dtype", "float32")
+    dtype = getattr(fn, "input_dtype", None)
     if shape is not None:
         shape_ok = isinstance(shape, (list, tuple)) and bool(shape)
         shape_ok = shape_ok and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
@@ -380,7 +407,7 @@ def _factory_input_hint(fn: Any, label: str) -> tuple[list[int] | None, str]:
                 "give positive integers with the batch first, e.g. build.input_shape = [1, 3, 224, 224]",
             )
         shape = list(shape)
-    if dtype not in INPUT_DTYPES:
+    if dtype is not None and dtype not in INPUT_DTYPES:
         raise LoadError(
             f"{label}.input_dtype = {dtype!r} is invalid",
             f"use one of: {', '.join(INPUT_DTYPES)}",
@@ -505,7 +532,7 @@ def _load_file(path: Path, source: ModelSource, trust: bool, warns: list[str]) -
             obj = _safe_torch_load(path, fmt)
             if isinstance(obj, torch.nn.Module):  # only if someone allow-listed its classes
                 module = _finalize(obj, warns)
-                return LoadedModel(module, source, "pickle", label, False, warns, None, "float32")
+                return LoadedModel(module, source, "pickle", label, False, warns, None, None)
             state = _extract_state_dict(obj, label, warns)
             kind = "state_dict"
     except _NeedsTrust as need:
@@ -782,7 +809,7 @@ def _load_code_file(path: Path, source: ModelSource, trust: bool, need: _NeedsTr
         if source.factory:
             warns.append(f"model.factory {source.factory!r} ignored: {label} contains the whole model")
         module = _finalize(module, warns)
-        return LoadedModel(module, trusted_source, "torchscript", label, True, warns, None, "float32")
+        return LoadedModel(module, trusted_source, "torchscript", label, True, warns, None, None)
 
     try:
         with warnings.catch_warnings():
@@ -832,7 +859,7 @@ def _load_code_file(path: Path, source: ModelSource, trust: bool, need: _NeedsTr
         warns.append(f"model.factory {source.factory!r} ignored: {label} contains the whole model")
     kind = "torchscript" if isinstance(obj, torch.jit.ScriptModule) else "pickle"
     module = _finalize(obj, warns)
-    return LoadedModel(module, trusted_source, kind, label, kind == "torchscript", warns, None, "float32")
+    return LoadedModel(module, trusted_source, kind, label, kind == "torchscript", warns, None, None)
 
 
 # --------------------------------------------------------------------------- state dicts

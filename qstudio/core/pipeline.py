@@ -29,6 +29,7 @@ from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
 from qstudio.core.export import ExportInfo, export_torchscript
 from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
 from qstudio.core.flows.base import forward_error
+from qstudio.core.inputs import check_fits
 from qstudio.core.loading import LoadedModel
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import DataSource, Recipe
@@ -168,12 +169,33 @@ def input_shape_for(recipe: Recipe, loaded: LoadedModel) -> list[int] | None:
     return recipe.input_shape or loaded.input_shape
 
 
+def input_dtype_for(recipe: Recipe, loaded: LoadedModel) -> str:
+    """The user's setting, else what the model says (a factory attribute, or ``int64`` behind an embedding)."""
+    return recipe.input_dtype or loaded.input_dtype or "float32"
+
+
+def _load_role(role: str, source: DataSource, shape: list[int] | None, dtype: str, vocab: int | None) -> Dataset:
+    """Load one data source; an error names the setting it concerns (``key``), so the window can mark it."""
+    try:
+        return load_dataset(source, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+    except DataError as exc:
+        exc.key = role
+        raise
+
+
 def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
-    """Read every data source the recipe names and check they fit the model."""
-    shape = input_shape_for(recipe, loaded)
-    dtype = recipe.input_dtype or loaded.input_dtype
+    """Read every data source the recipe names and check they fit the model.
+
+    Without an input shape set by the user or declared by the model's code,
+    real calibration data decides it (a guessed shape, or torchvision's usual
+    224, must not refuse the user's own data; :func:`check_data_fits` then
+    tries it); random data takes the model's shape.
+    """
+    dtype = input_dtype_for(recipe, loaded)
     vocab = vocab_size(loaded.module)
-    calib = load_dataset(recipe.calib, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+    declared = loaded.input_shape if loaded.shape_declared or recipe.calib.kind == "random" else None
+    shape = recipe.input_shape or declared
+    calib = _load_role("calib", recipe.calib, shape, dtype, vocab)
     shape = shape or [1, *calib.inputs.shape[1:]]
     train = None
     if recipe.mode == "qat":
@@ -182,14 +204,18 @@ def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
             raise DataError(
                 "quantization-aware training needs labeled training data",
                 "give --train-data X --train-labels Y (or an image folder with one sub-folder per class)",
+                key="train",
             )
-        train = load_dataset(src, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
+        train = _load_role("train", src, shape, dtype, vocab)
     eval_src = recipe.eval or (DataSource(kind="demo", split="eval") if recipe.calib.kind == "demo" else None)
-    if eval_src is not None:
-        evaluation = load_dataset(eval_src, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
-    else:
-        evaluation = calib
+    evaluation = _load_role("eval", eval_src, shape, dtype, vocab) if eval_src is not None else calib
     return RunData(calib, train, evaluation, shape, eval_src is None)
+
+
+def check_data_fits(model: nn.Module, data: RunData) -> None:
+    """One sample of each data source through the float model, before any work: a mismatch names its setting."""
+    sources = {"calib": data.calib, "train": data.train, "eval": None if data.eval_is_calib else data.eval}
+    check_fits(model, {role: (ds.sample(1), ds.description, ds.is_random) for role, ds in sources.items() if ds is not None})
 
 
 def resolve_groups(recipe: Recipe, model: nn.Module) -> tuple[list[list[str]], list[str]]:
@@ -243,6 +269,7 @@ def run_recipe(
     model = loaded.module.eval()
     warnings = list(loaded.warnings)
     data = load_run_data(recipe, loaded)
+    check_data_fits(model, data)
     random_data = data.calib.is_random or data.eval.is_random or bool(data.train and data.train.is_random)
     if random_data:
         warnings.append("RANDOM DATA was used: accuracy, agreement and per-layer figures do not describe real inputs.")

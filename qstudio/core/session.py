@@ -14,7 +14,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ import torch
 
 from qstudio.core import fusion, tree
 from qstudio.core.errors import FlowError
+from qstudio.core.inputs import example_input
 from qstudio.core.loading import LoadedModel, load_model
 from qstudio.core.pipeline import RunResult, run_recipe
 from qstudio.core.progress import Progress
-from qstudio.core.recipe import ModelSource, Recipe
+from qstudio.core.recipe import DataSource, ModelSource, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,61 @@ class PreparedModel:
     method: str
     notes: list[str]
     tree: tree.ModuleNode
+    recipe: Recipe  # the session's recipe, adjusted to this model (see follow_model)
+    settings_notes: list[str] = field(default_factory=list)
+
+
+def same_model(a: ModelSource, b: ModelSource) -> bool:
+    return a.spec == b.spec and (a.factory or None) == (b.factory or None)
+
+
+def follow_model(recipe: Recipe, loaded: LoadedModel) -> tuple[Recipe, list[str]]:
+    """The recipe adjusted to a newly opened model, and what changed, in words.
+
+    Opening the model a recipe names (a recipe file, the command line,
+    re-opening the same model) keeps every setting.  Opening another model
+    resets what belonged to the old one: the input shape and dtype (back to
+    automatic, i.e. from the new model and its data), fusion groups and
+    layers kept in float (module names of the old model), and the shipped
+    demo data (it fits only the demo model: others get random data, flagged,
+    until the user picks real data).  Data files the user chose are kept; the
+    check before a run says if they do not fit.
+    """
+    recipe = copy.deepcopy(recipe)
+    if same_model(recipe.model, loaded.source):
+        recipe.model = loaded.source
+        return recipe, []
+    notes: list[str] = []
+    is_demo = loaded.source.spec.strip().lower() == "demo"
+    recipe.model = loaded.source
+    recipe.input_shape = None
+    recipe.input_dtype = None
+    recipe.fusion = None
+    if recipe.settings.skip:
+        notes.append(f"layers kept in float were cleared ({', '.join(recipe.settings.skip)} belong to the previous model)")
+        recipe.settings.skip = []
+    if is_demo:
+        if recipe.calib.kind == "random":
+            recipe.calib = DataSource(kind="demo", split="calib")
+            notes.append("calibration: the demo digits")
+    else:
+        if recipe.calib.kind == "demo":
+            recipe.calib = DataSource(kind="random")
+        for role in ("eval", "train"):
+            src = getattr(recipe, role)
+            if src is not None and src.kind == "demo":
+                setattr(recipe, role, None)
+        if recipe.calib.kind == "random":
+            notes.append("calibration: RANDOM data, so figures will not describe real inputs: choose real data in Settings > Data")
+    if loaded.input_dtype == "int64" and recipe.mode != "dynamic":
+        notes.append(f"mode: dynamic (the model takes token ids; {recipe.mode} static quantization needs float inputs)")
+        recipe.mode = "dynamic"
+    shape = loaded.input_shape
+    what = f"input {shape} {loaded.input_dtype}" if shape else f"input shape unknown ({loaded.input_origin})"
+    notes.insert(0, f"{what}" + (f", from {loaded.input_origin}" if shape and loaded.input_origin else ""))
+    return recipe, notes
+
+
 Listener = Callable[[str], None]
 
 
@@ -80,36 +136,34 @@ class Session:
         ``expected_code``: factory path -> SHA-256 the user agreed to run (see :func:`load_model`).
         """
         loaded = load_model(source, trust=trust, expected_code=expected_code)
-        example = self._example_for(loaded, self.recipe)
+        recipe, settings_notes = follow_model(self.recipe, loaded)
+        example = self._example_for(loaded, recipe)
         groups: list[list[str]] = []
         method, notes = "", []
         if not loaded.scripted:
-            s = fusion.suggest_groups(loaded.module, set(self.recipe.settings.skip))
+            s = fusion.suggest_groups(loaded.module, set(recipe.settings.skip))
             groups, method, notes = s.groups, s.method, s.notes
-        node = tree.build_tree(loaded.module, example, self.recipe.mode, groups, self.recipe.settings.skip)
-        return PreparedModel(loaded, groups, method, notes, node)
+        node = tree.build_tree(loaded.module, example, recipe.mode, groups, recipe.settings.skip)
+        return PreparedModel(loaded, groups, method, notes, node, recipe, settings_notes)
 
     def commit_load(self, prepared: PreparedModel) -> LoadedModel:
         """Make a prepared model the session's model (call on the thread that owns the session)."""
         loaded = prepared.loaded
         self.loaded = loaded
-        self.recipe.model = loaded.source
-        if loaded.input_shape and not self.recipe.input_shape:
-            self.recipe.input_shape = list(loaded.input_shape)
+        self.recipe = prepared.recipe
         self.recipe.fusion = None
         self.groups, self.group_method, self.group_notes = prepared.groups, prepared.method, prepared.notes
         self.tree = prepared.tree
         self._emit("model")
+        self._emit("recipe")
         return loaded
 
     @staticmethod
     def _example_for(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | None:
-        shape = recipe.input_shape if recipe.model.spec == loaded.source.spec and recipe.input_shape else loaded.input_shape
+        shape = recipe.input_shape if same_model(recipe.model, loaded.source) and recipe.input_shape else loaded.input_shape
         if not shape:
             return None
-        if (recipe.input_dtype or loaded.input_dtype) == "int64":
-            return torch.zeros(shape, dtype=torch.int64)
-        return torch.randn(shape)
+        return example_input(shape, recipe.input_dtype or loaded.input_dtype or "float32", loaded.module)
 
     # -- recipe ------------------------------------------------------------------
     def update_recipe(self, recipe: Recipe) -> None:

@@ -17,13 +17,13 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
-from superqt.utils import GeneratorWorker, create_worker
 
 from qstudio.core.errors import Cancelled, QStudioError, UntrustedFileError
 from qstudio.core.pipeline import RunResult
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import ModelSource, Recipe
 from qstudio.core.session import Session
+from qstudio.ui.worker import GeneratorTask
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,28 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
             "Ran out of memory. Fix: lower the batch size or the number of calibration batches, or close other programs.",
             details,
         )
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"Unexpected error: {type(exc).__name__}: {text}. This is a bug in qstudio; details below.", details
+    from qstudio.core.graph import first_line, user_frame
+
+    kind = type(exc).__name__
+    text = first_line(exc)
+    where = user_frame(exc)
+    if where is not None:  # the deepest frame outside qstudio and torch: the user's own code raised it
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return (
+                f"The model's code stopped the work with {kind}({text}) at {where}. "
+                "Fix: a model must not exit or interrupt the program; remove that call and run again.",
+                details,
+            )
+        return (
+            f"The model's code raised {kind} at {where}: {text}. "
+            "Fix: correct that line of the model, or check that the data fits the model (shape, dtype, range).",
+            details,
+        )
+    return (
+        f"Unexpected error: {kind}: {text}. This is an internal error in qstudio. "
+        "Fix: please report it with the details below (qstudio's issue tracker); your model and earlier results are kept.",
+        details,
+    )
 
 
 class SessionController(QObject):
@@ -53,12 +73,13 @@ class SessionController(QObject):
     runFinished = Signal(object)  # RunResult
     runFailed = Signal(str)
     errorDetails = Signal(str, str)  # message, details (for the error dialog)
+    settingProblem = Signal(str, str)  # recipe key at fault (calib, eval, train, input_shape, ...), message
 
     def __init__(self, session: Session | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session = session or Session()
         self.session.subscribe(self._on_session_event)
-        self.worker: GeneratorWorker | None = None
+        self.worker: GeneratorTask | None = None
         self.task = ""
         self.started_at = 0.0
 
@@ -89,33 +110,14 @@ class SessionController(QObject):
             self.report_error(f"'{self.task}' is still running. Fix: wait for it to finish or press Cancel first.", "")
             return False
 
-        started: list[Generator[Progress, Any, Any]] = []
-
-        def job() -> Generator[Progress, Any, Any]:
-            steps = work()
-            started.append(steps)
-            result = yield from steps
-            return result
-
-        def abandon() -> None:
-            # superqt's quit() just stops iterating: the work generator would stay suspended, holding its
-            # models and (for a run) the session's "a run is in progress", until the GC finds it.  Close it
-            # so its finally blocks run now; the worker thread has stopped calling it before it emits aborted.
-            for steps in started:
-                try:
-                    steps.close()
-                except Exception:  # a close that fails must not hide the cancel
-                    log.exception("closing the cancelled %s", task)
-            self._fail(Cancelled("cancelled by the user"), on_error)
-
-        # _ignore_errors: superqt would otherwise re-raise every worker error in the GUI thread as well,
-        # where the excepthook would report it a second time as a crash
-        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        worker = GeneratorTask(work)
         self.worker, self.task, self.started_at = worker, task, time.monotonic()
-        worker.yielded.connect(self.progress.emit)
-        worker.returned.connect(lambda value: self._finish(on_done, value))
-        worker.errored.connect(lambda exc: self._on_errored(exc, on_error, intercept))
-        worker.aborted.connect(abandon)
+        signals = worker.signals
+        signals.yielded.connect(self.progress.emit)
+        signals.returned.connect(lambda value: self._finish(on_done, value))
+        signals.errored.connect(lambda exc: self._on_errored(exc, on_error, intercept))
+        # the worker has closed the work generator (its finally blocks ran) before it emits aborted
+        signals.aborted.connect(lambda: self._fail(Cancelled("cancelled by the user"), on_error))
         self.busyChanged.emit(True)
         self.log.emit(f"{task}: started")
         worker.start()
@@ -167,6 +169,8 @@ class SessionController(QObject):
             return
         message, details = describe_error(exc)
         self.log.emit(f"{task} failed: {message}")
+        if isinstance(exc, QStudioError) and exc.key:
+            self.settingProblem.emit(exc.key, message)  # views mark the setting the error concerns
         if on_error:
             on_error(message)
         self.report_error(message, details)
@@ -204,6 +208,8 @@ class SessionController(QObject):
         def done(prepared: Any) -> None:
             loaded = self.session.commit_load(prepared)  # on the GUI thread: views never see half a model
             self.log.emit(f"loaded {loaded.name} ({loaded.kind})")
+            for note in prepared.settings_notes:
+                self.log.emit(f"settings follow {loaded.name}: {note}")
             for w in loaded.warnings:
                 self.log.emit(f"note: {w}")
             if on_done:

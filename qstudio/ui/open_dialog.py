@@ -46,6 +46,7 @@ class OpenModelDialog(QDialog):
         self.resize(620, 180)
         form = QFormLayout(self)
         self.path = QLineEdit(start)
+        self.path.setObjectName("modelPathEdit")
         self.path.setPlaceholderText("weights.pt, model.safetensors, model.py:build, traced.pt …")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
@@ -54,6 +55,7 @@ class OpenModelDialog(QDialog):
         row.addWidget(browse)
         form.addRow("Model", row)
         self.factory = QLineEdit()
+        self.factory.setObjectName("factoryEdit")
         self.factory.setPlaceholderText("model.py:build (needed for a state_dict or .safetensors file)")
         browse_f = QPushButton("Browse…")
         browse_f.clicked.connect(self._browse_factory)
@@ -97,9 +99,17 @@ class OpenModelDialog(QDialog):
 
 def pick_torchvision(parent: QWidget) -> ModelSource | None:
     names = torchvision_names()
-    default = names.index("resnet18") if "resnet18" in names else 0
-    name, ok = QInputDialog.getItem(parent, "torchvision architecture", "Architecture (random weights; nothing is downloaded):", names, default, False)
-    return ModelSource(f"torchvision:{name}") if ok and name else None
+    dialog = QInputDialog(parent)
+    dialog.setObjectName("torchvisionDialog")  # tests pick a name with setTextValue(...) and accept()
+    dialog.setWindowTitle("torchvision architecture")
+    dialog.setLabelText("Architecture (random weights; nothing is downloaded):")
+    dialog.setComboBoxItems(names)
+    dialog.setComboBoxEditable(False)
+    dialog.setTextValue("resnet18" if "resnet18" in names else names[0])
+    if not dialog.exec():
+        return None
+    name = dialog.textValue()
+    return ModelSource(f"torchvision:{name}") if name in names else None
 
 
 def _ask_before_running_code(parent: QWidget, name: str, title: str, text: str, info: str, accept: str) -> bool:

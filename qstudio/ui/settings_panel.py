@@ -58,6 +58,7 @@ OBSERVER_ITEMS = (("Histogram (default)", "histogram"), ("MinMax", "minmax"), ("
 REDUCE_RANGE_ITEMS = (("Auto", "auto"), ("7-bit", "on"), ("8-bit", "off"))
 DYNAMIC_DTYPE_ITEMS = (("qint8", "qint8"), ("float16", "float16"))
 QAT_GRAPH_ITEMS = (("FX graph", "fx"), ("Eager", "eager"))
+PROBLEM_STYLE = "border: 2px solid #c62828; border-radius: 3px;"  # a setting a run refused
 INPUT_DTYPE_ITEMS = (("Auto (from the model)", None), ("float32", "float32"), ("int64 (token ids)", "int64"))
 AUTO = "auto"  # combo data for "None" (None is not a reliable item data)
 ERROR_STYLE = "color: #b00020; background: #fdecee; border: 1px solid #e8a0a8; border-radius: 3px; padding: 3px 5px;"
@@ -307,6 +308,8 @@ class SettingsPanel(QWidget):
         controller.recipeChanged.connect(self.refresh)
         controller.modelChanged.connect(self.refresh)
         controller.busyChanged.connect(self.set_busy)
+        if hasattr(controller, "settingProblem"):
+            controller.settingProblem.connect(self.show_problem)
 
         self.refresh()
         self.set_busy(bool(getattr(controller, "busy", False)))
@@ -390,6 +393,7 @@ class SettingsPanel(QWidget):
             self.evalPicker.set_source(r.eval)
             self.trainPicker.set_source(r.train)
             self.inputShapeEdit.setText(_ints_text(r.input_shape))
+            self._show_automatic_input()
             _select(self.inputDtypeCombo, r.input_dtype or AUTO)
             self.benchBatchSizesEdit.setText(_ints_text(r.benchmark.batch_sizes))
             self._show(self.benchThreadsSpin, r.benchmark.threads or 0)
@@ -400,6 +404,7 @@ class SettingsPanel(QWidget):
                 w.blockSignals(was)
             self._refreshing = False
         self._set_error("")
+        self._clear_marks()
         self._sync_visibility()
 
     def set_busy(self, busy: bool) -> None:
@@ -409,6 +414,55 @@ class SettingsPanel(QWidget):
 
     def error_text(self) -> str:
         return self.errorLabel.text() if not self.errorLabel.isHidden() else ""
+
+    def problem_widget(self, key: str) -> QWidget | None:
+        """The widget that edits recipe key ``key`` (as carried by an engine error), if any."""
+        return {
+            "calib": self.calibPicker,
+            "eval": self.evalPicker,
+            "train": self.trainPicker,
+            "input_shape": self.inputShapeEdit,
+            "input_dtype": self.inputDtypeCombo,
+        }.get(key)
+
+    def show_problem(self, key: str, message: str) -> None:
+        """A run refused a setting: say so under the form and mark that setting until it is edited."""
+        self._set_error(message)
+        self._clear_marks()
+        widget = self.problem_widget(key)
+        if widget is None:
+            return
+        widget.setProperty("problem", True)
+        widget.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)  # a plain QWidget draws no border otherwise
+        widget.setStyleSheet(f"#{widget.objectName()} {{ {PROBLEM_STYLE} }}")  # the frame only, not its children
+        widget.setToolTip(message)
+        self._marked = widget
+        self.scroll.ensureWidgetVisible(widget)
+
+    def _clear_marks(self) -> None:
+        widget = getattr(self, "_marked", None)
+        if widget is not None:
+            widget.setProperty("problem", False)
+            widget.setStyleSheet("")
+            widget.setToolTip(self._tips.get(widget, ""))
+            self._marked = None
+
+    def _show_automatic_input(self) -> None:
+        """An empty shape or dtype means automatic: say what automatic is for the loaded model, and where it comes from."""
+        loaded = self.controller.session.loaded
+        if loaded is None:
+            self.inputShapeEdit.setPlaceholderText("from the model")
+            return
+        shape = _ints_text(loaded.input_shape) if loaded.input_shape else "unknown"
+        self.inputShapeEdit.setPlaceholderText(f"auto: {shape}")
+        origin = f" ({loaded.input_origin})" if loaded.input_origin else ""
+        self.inputShapeEdit.setToolTip(
+            f"Example input shape, batch first, e.g. 1,3,224,224. Empty: automatic, {shape}{origin}; "
+            "real calibration data sets it from its own samples"
+        )
+        index = self.inputDtypeCombo.findData(AUTO)
+        if index >= 0:
+            self.inputDtypeCombo.setItemText(index, f"Auto ({loaded.input_dtype or 'float32'})")
 
     # -- internals ----------------------------------------------------------------------
     def _apply(self) -> None:
@@ -421,6 +475,7 @@ class SettingsPanel(QWidget):
             self._set_error(str(exc))
             return
         self._set_error("")
+        self._clear_marks()
         if recipe != self.controller.session.recipe:
             self.controller.update_recipe(recipe)
 

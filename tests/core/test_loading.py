@@ -264,7 +264,10 @@ def test_factory_input_hints_for_token_models(model_py: Path) -> None:
     assert loaded.input_shape == [1, 12] and loaded.input_dtype == "int64"
     with torch.no_grad():
         assert loaded.module(torch.randint(0, 100, (1, 12))).shape == (1, 2)
-    assert load_model(ModelSource(spec=f"{model_py}:build_wide")).input_shape is None
+    # no hint on the factory: the first layer and a test forward give the input, and say so (issue #10)
+    wide = load_model(ModelSource(spec=f"{model_py}:build_wide"))
+    assert wide.input_shape == [1, 1, 224, 224] and wide.input_dtype == "float32" and not wide.shape_declared
+    assert "Conv2d with 1 input channel" in wide.input_origin
 
 
 def test_torchvision_factory_for_a_state_dict(tmp_path: Path) -> None:

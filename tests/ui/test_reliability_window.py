@@ -24,15 +24,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dialogs import (
+    DialogAnswerer,
+    close_error,
+    decline,
+    error_shown,
+    idle,
+    open_with_dialog,
+    press_button,
+    run_to_end,
+    run_to_failure,
+)
 from PySide6.QtCore import QElapsedTimer, QTimer
 from PySide6.QtWidgets import (
-    QApplication,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QLineEdit,
-    QMessageBox,
     QPushButton,
 )
 
@@ -79,34 +86,6 @@ class Snapshot:
         assert Snapshot.of(window) == self
 
 
-def run_to_end(qtbot, window, timeout=120_000):
-    with qtbot.waitSignal(window.runFinished, timeout=timeout) as blocker:
-        window.findChild(QPushButton, "runButton").click()
-    return blocker.args[0]
-
-
-def run_to_failure(qtbot, window, timeout=120_000) -> str:
-    with qtbot.waitSignal(window.runFailed, timeout=timeout) as blocker:
-        window.findChild(QPushButton, "runButton").click()
-    return blocker.args[0]
-
-
-def error_shown(qtbot, window, timeout=60_000) -> tuple[str, str]:
-    """(problem, fix) from the visible error box, once it is shown."""
-    qtbot.waitUntil(lambda: window.errors.box is not None and window.errors.box.isVisible(), timeout=timeout)
-    box = window.errors.box
-    return box.text(), box.informativeText()
-
-
-def close_error(window) -> None:
-    if window.errors.box is not None:
-        window.errors.box.close()
-
-
-def idle(qtbot, window, timeout=60_000) -> None:
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=timeout)
-
-
 def still_usable(qtbot, window) -> None:
     """After the fault: the window runs the demo to the end (the earlier model was kept)."""
     close_error(window)
@@ -114,78 +93,6 @@ def still_usable(qtbot, window) -> None:
     assert window.controller.session.loaded.name == "demo"
     result = run_to_end(qtbot, window)
     assert window.controller.session.last is result
-
-
-class DialogAnswerer:
-    """Presses a button in the modal dialog named ``name`` as soon as it shows (the user's click).
-
-    Modal dialogs run their own event loop inside ``exec()``; the timer keeps
-    ticking in that loop, finds the dialog among the application's windows and
-    answers it.  ``seen`` records each dialog's text at the moment it was answered.
-    """
-
-    def __init__(self, name: str, press: Callable[[QDialog], None]) -> None:
-        self.name, self.press = name, press
-        self.seen: list[dict[str, object]] = []
-        self.timer = QTimer()
-        self.timer.setInterval(20)
-        self.timer.timeout.connect(self._poll)
-        self.timer.start()
-
-    def _poll(self) -> None:
-        for w in QApplication.topLevelWidgets():
-            if w.objectName() == self.name and w.isVisible() and isinstance(w, QDialog):
-                if isinstance(w, QMessageBox):
-                    default = w.defaultButton()
-                    self.seen.append(
-                        {
-                            "text": w.text(),
-                            "info": w.informativeText(),
-                            "default": default.text() if default is not None else "",
-                            "buttons": [b.text() for b in w.buttons()],
-                        }
-                    )
-                else:
-                    self.seen.append({"dialog": w})
-                self.press(w)
-                return
-
-    def stop(self) -> None:
-        self.timer.stop()
-
-
-def press_button(text: str) -> Callable[[QDialog], None]:
-    def press(box: QDialog) -> None:
-        assert isinstance(box, QMessageBox)
-        for b in box.buttons():
-            if b.text().replace("&", "") == text:
-                b.click()
-                return
-        raise AssertionError(f"no button {text!r} in {[b.text() for b in box.buttons()]}")
-
-    return press
-
-
-def decline(box: QDialog) -> None:
-    assert isinstance(box, QMessageBox)
-    box.button(QMessageBox.StandardButton.Cancel).click()
-
-
-def open_with_dialog(qtbot, window, spec: str, factory: str = "") -> None:
-    """File > Open model…: type the model (and factory) into the real dialog and press Open."""
-
-    def fill(dialog: QDialog) -> None:
-        edits = dialog.findChildren(QLineEdit)
-        edits[0].setText(spec)
-        edits[1].setText(factory)
-        dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Open).click()
-
-    answer = DialogAnswerer("openModelDialog", fill)
-    try:
-        window.act_open.trigger()
-    finally:
-        answer.stop()
-    assert answer.seen, "the open-model dialog never showed"
 
 
 # ----------------------------------------------------------------------------- files that are code
@@ -225,7 +132,7 @@ def test_malicious_pickle_asks_for_trust_and_declining_runs_nothing(
     before = Snapshot.of(window)
     answer = DialogAnswerer("trustBox", decline)
     try:
-        open_with_dialog(qtbot, window, str(path))
+        open_with_dialog(window, str(path))
         qtbot.waitUntil(lambda: bool(answer.seen), timeout=30_000)
     finally:
         answer.stop()
@@ -248,7 +155,7 @@ def test_torchscript_asks_for_trust_declined_keeps_demo_accepted_loads(qtbot, wi
     before = Snapshot.of(window)
     answer = DialogAnswerer("trustBox", decline)
     try:
-        open_with_dialog(qtbot, window, str(path))
+        open_with_dialog(window, str(path))
         qtbot.waitUntil(lambda: bool(answer.seen), timeout=30_000)
     finally:
         answer.stop()
@@ -258,7 +165,7 @@ def test_torchscript_asks_for_trust_declined_keeps_demo_accepted_loads(qtbot, wi
 
     answer = DialogAnswerer("trustBox", press_button("I trust this file"))  # the same prompt, answered yes
     try:
-        open_with_dialog(qtbot, window, str(path))
+        open_with_dialog(window, str(path))
         qtbot.waitUntil(lambda: window.controller.session.loaded.name == "scripted.pt", timeout=30_000)
     finally:
         answer.stop()
@@ -328,7 +235,7 @@ def test_broken_model_file_shows_the_problem_and_keeps_the_demo(qtbot, window, t
     make, words = BROKEN[case]
     path = make(tmp_path)
     before = Snapshot.of(window)
-    open_with_dialog(qtbot, window, str(path), f"{ZOO}:plain_cnn")
+    open_with_dialog(window, str(path), f"{ZOO}:plain_cnn")
     problem, fix = error_shown(qtbot, window)
     for word in words:
         assert word in problem, problem
@@ -346,7 +253,7 @@ def test_state_dict_that_does_not_match_the_factory_lists_the_mismatches(qtbot, 
     weights = tmp_path / "other.pt"
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4, 2)).state_dict(), weights)
     before = Snapshot.of(window)
-    open_with_dialog(qtbot, window, str(weights), f"{ZOO}:plain_cnn")
+    open_with_dialog(window, str(weights), f"{ZOO}:plain_cnn")
     problem, fix = error_shown(qtbot, window)
     assert "missing keys: conv1.weight" in problem and "unexpected keys: 0.weight" in problem, problem
     assert fix.startswith("Fix: ")
@@ -369,7 +276,7 @@ def test_bad_factory_shows_the_problem_and_keeps_the_demo(qtbot, window, tmp_pat
     factory = tmp_path / "factory.py"
     factory.write_text(text)
     before = Snapshot.of(window)
-    open_with_dialog(qtbot, window, f"{factory}:build")
+    open_with_dialog(window, f"{factory}:build")
     problem, fix = error_shown(qtbot, window)
     for word in words:
         assert word in problem, problem
@@ -383,7 +290,7 @@ def test_bad_factory_for_a_state_dict_keeps_the_demo_and_the_window_runs(qtbot, 
     factory = tmp_path / "factory.py"
     factory.write_text("def build():\n    return 'a string'\n")
     before = Snapshot.of(window)
-    open_with_dialog(qtbot, window, str(_state_dict_file(tmp_path)), f"{factory}:build")
+    open_with_dialog(window, str(_state_dict_file(tmp_path)), f"{factory}:build")
     problem, _fix = error_shown(qtbot, window)
     assert "factory.py:build" in problem and "str" in problem, problem
     idle(qtbot, window)
@@ -511,7 +418,7 @@ def test_factory_picked_in_the_open_dialog_needs_no_second_prompt(qtbot, window,
     factory, marker = marker_factory(tmp_path)
     answer = DialogAnswerer("codeTrustBox", decline)
     try:
-        open_with_dialog(qtbot, window, f"{factory}:build")
+        open_with_dialog(window, f"{factory}:build")
         qtbot.waitUntil(lambda: window.controller.session.loaded.name != "demo", timeout=30_000)
         idle(qtbot, window)
         # the user's own choice is remembered: their last recipe naming it reopens without a prompt
@@ -551,7 +458,7 @@ def test_invalid_fusion_group_is_refused_inline_and_groups_stay(qtbot, window):
 
 
 def test_fx_trace_failure_on_data_dependent_control_flow_is_explained(qtbot, window):
-    open_with_dialog(qtbot, window, f"{ZOO}:gated_cnn")  # `if x.mean() > 0:` inside forward
+    open_with_dialog(window, f"{ZOO}:gated_cnn")  # `if x.mean() > 0:` inside forward
     qtbot.waitUntil(lambda: window.controller.session.loaded.name != "demo", timeout=30_000)
     idle(qtbot, window)
     before = Snapshot.of(window)
@@ -725,7 +632,7 @@ def test_model_that_raises_mid_run_reaches_the_user_and_the_window_recovers(qtbo
         "def build():\n    return Flaky()\n\n"
         "build.input_shape = [1, 1, 28, 28]\n"
     )
-    open_with_dialog(qtbot, window, f"{factory}:build")
+    open_with_dialog(window, f"{factory}:build")
     qtbot.waitUntil(lambda: window.controller.session.loaded.name != "demo", timeout=30_000)
     idle(qtbot, window)
     window.findChild(QComboBox, "modeCombo").setCurrentIndex(

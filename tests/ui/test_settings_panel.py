@@ -257,8 +257,11 @@ def test_demo_model_fills_the_input_shape(panel: SettingsPanel, controller: Sess
     from qstudio.core.recipe import ModelSource
 
     controller.session.load(ModelSource("demo"))
-    shape = child(panel, QLineEdit, "inputShapeEdit").text()
-    assert shape and shape == ",".join(str(d) for d in controller.session.recipe.input_shape)
+    edit = child(panel, QLineEdit, "inputShapeEdit")
+    # the shape is automatic (the recipe says None) and the field shows what automatic means for this model
+    assert controller.session.recipe.input_shape is None and edit.text() == ""
+    assert edit.placeholderText() == "auto: " + ",".join(str(d) for d in controller.session.loaded.input_shape)
+    assert "demo's metadata" in edit.toolTip()
     assert panel.recipe_from_widgets() == controller.session.recipe
 
 
