@@ -370,3 +370,16 @@ def test_a_model_raising_mid_run_ends_visibly(qtbot, window, tmp_path, kind, sta
     trigger.unlink()
     result = run_to_end(qtbot, window)  # the same model runs once the fault is gone
     assert result.model_name == "faulty.py:build"
+
+
+@pytest.mark.parametrize("kind", ["RuntimeError", "KeyboardInterrupt", "SystemExit"])
+def test_a_factory_raising_while_opening_keeps_the_demo(qtbot, window, tmp_path, kind):
+    factory = write(tmp_path / "broken.py", f"def build():\n    {RAISES[kind]}\n")
+    open_with_dialog(window, f"{factory}:build")
+    problem, fix = error_shown(qtbot, window)
+    assert "broken.py" in problem + fix, problem
+    close_error(window)
+    idle(qtbot, window)
+    assert loaded_name(window) == "demo"
+    assert_usable(window)
+    run_to_end(qtbot, window)
