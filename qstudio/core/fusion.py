@@ -4,7 +4,10 @@ A group is a list of module names (``["layer1.0.conv1", "layer1.0.bn1", "layer1.
 whose types form a pattern PyTorch can fuse.  Suggestions follow the fx data
 flow graph, so a ReLU module that a block calls twice (torchvision's
 BasicBlock does) is never fused into one call site; when the model cannot be
-traced, module order is the fallback and is reported as such.
+traced, module order is the fallback and is reported as such.  A model that
+brings its own ``fuse_model()`` (torchvision's quantizable models, PyTorch's
+tutorial models) gets exactly the groups that method fuses, read by running it
+on a copy, so the tree shows them and they stay editable.
 """
 
 from __future__ import annotations
@@ -90,8 +93,109 @@ def _leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if name and not list(m.children())}
 
 
+#: ``Suggestion.method`` for groups read from the model's own ``fuse_model()``.
+FUSE_MODEL = "the model's fuse_model()"
+
+
 def suggest_groups(model: nn.Module, leaves: set[str] | frozenset[str] = frozenset()) -> Suggestion:
-    """Fusion groups found in the data flow (fx), or in module order when tracing fails."""
+    """The groups of the model's own ``fuse_model()``; else groups found in the data flow (fx), else in module order."""
+    own, notes = groups_from_fuse_model(model)
+    if own is not None:
+        return Suggestion(own, FUSE_MODEL, notes)
+    suggestion = _suggest_by_flow(model, leaves)
+    suggestion.notes[:0] = notes
+    return suggestion
+
+
+def groups_from_fuse_model(model: nn.Module) -> tuple[list[list[str]] | None, list[str]]:
+    """The groups ``model.fuse_model()`` fuses, or None (and why) when it has none or they cannot be read.
+
+    ``fuse_model`` runs on an eval-mode copy (PTQ fusion; torchvision's
+    ``fuse_model(is_qat=None)`` and torch's test models pick it from
+    ``training``), and the copy is compared with the model: fuse_modules puts
+    the fused module at a group's first name and ``nn.Identity`` at the
+    others.  A fused module holds the very ReLU (or BatchNorm) objects it
+    took, which names them; a BatchNorm folded into a new conv goes to the
+    nearest conv of the same parent module.  The groups are kept only if
+    fusing them reproduces what ``fuse_model`` made: the same module types
+    and the same weights, name for name.
+    """
+    fuse = getattr(model, "fuse_model", None)
+    if not callable(fuse):
+        return None, []
+    before = _leaf_modules(model)
+    memo: dict[int, object] = {}
+    try:
+        fused = copy.deepcopy(model, memo).eval()
+        copies = {name: memo[id(m)] for name, m in before.items()}
+        fused.fuse_model()  # type: ignore[operator]
+    except Exception as exc:  # user code
+        return None, [f"the model's fuse_model() failed ({graphs.first_line(exc)}); groups suggested from data flow instead"]
+    cannot = ["the model's fuse_model() changes more than fusion groups can say; groups suggested from data flow instead"]
+    groups = _read_groups(before, copies, dict(fused.named_modules()))
+    try:
+        regrouped = apply_fusion(copy.deepcopy(model).eval(), groups) if groups is not None else None
+    except Exception:  # a misread group that torch cannot fuse
+        regrouped = None
+    if groups is None or regrouped is None or not _same_modules(fused, regrouped):
+        return None, cannot
+    # Groups the data flow rejects (googlenet's aux classifiers, which forward never calls in eval mode) would
+    # make any edit of the list fail validation; fusing them changes no output, so they are left out.
+    problems = validate_groups(model, groups)
+    dropped = {"+".join(p.group): p for p in problems}
+    if dropped:
+        shown = "; ".join(str(p) for p in list(dropped.values())[:3]) + (f" and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+        notes = [f"{len(dropped)} of the groups fuse_model() fuses are left out ({shown})"]
+        return [g for g in groups if "+".join(g) not in dropped], notes
+    return groups, []
+
+
+def _read_groups(
+    before: dict[str, nn.Module], copies: dict[str, object], after: dict[str, nn.Module]
+) -> list[list[str]] | None:
+    """Groups from a model's leaves (``before``), their copies, and the copy's modules after ``fuse_model``."""
+    order = {name: i for i, name in enumerate(before)}
+    origin = {id(obj): name for name, obj in copies.items()}
+    heads: dict[str, list[str]] = {}
+    members: list[str] = []
+    for name in before:
+        new = after.get(name)
+        if new is None or new is copies[name]:
+            continue
+        if isinstance(new, nn.Identity):
+            members.append(name)
+        else:  # the fused module: the originals it kept inside name the members they came from
+            heads[name] = [origin[id(m)] for m in new.modules() if id(m) in origin and origin[id(m)] != name]
+    claimed = {m for taken in heads.values() for m in taken}
+    for member in members:
+        if member in claimed:
+            continue
+        parent = member.rpartition(".")[0]
+        near = [h for h in heads if h.rpartition(".")[0] == parent] or list(heads)
+        if not near:
+            return None
+        before_it = [h for h in near if order[h] < order[member]]
+        head = max(before_it, key=order.__getitem__) if before_it else min(near, key=order.__getitem__)
+        heads[head].append(member)
+    groups = []
+    for head, taken in heads.items():
+        orders = [[head, *perm] for perm in itertools.permutations(taken)]
+        group = next((g for g in orders if tuple(type(before[n]) for n in g) in PATTERNS), None)
+        if group is None:
+            return None
+        groups.append(group)
+    return groups
+
+
+def _same_modules(a: nn.Module, b: nn.Module) -> bool:
+    """Same module types under the same names, and equal parameters and buffers."""
+    if {n: type(m) for n, m in a.named_modules()} != {n: type(m) for n, m in b.named_modules()}:
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _suggest_by_flow(model: nn.Module, leaves: set[str] | frozenset[str]) -> Suggestion:
     traced = graphs.trace(model, leaves)
     modules = dict(model.named_modules())
     if isinstance(traced, graphs.TraceFailure):

@@ -8,13 +8,15 @@ the CLI or the window.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+import torch.fx
 from torch import nn
 
 from qstudio.core import memory
@@ -165,6 +167,89 @@ def forward_error(
     )
 
 
+#: Local variable names under which torch.ao's prepare/convert passes hold the module (or fx node) they work on.
+_MODULE_LOCALS = ("self", "mod", "module", "float_mod", "observed", "child", "node", "root")
+
+
+def _refused_module(exc: BaseException, model: nn.Module) -> tuple[str, nn.Module | None]:
+    """The innermost module of ``model`` a torch.ao pass was working on when it raised.
+
+    torch.ao's passes hold the module in locals (``swap_module(mod)``,
+    ``from_float(mod)``, ``_convert(module)``; FX passes an ``fx.Node`` whose
+    target names it), so the traceback says which one it refused.  An observer
+    or fake-quant module stands for the layer that owns it.
+    """
+    from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+
+    modules = dict(model.named_modules(remove_duplicate=False))
+    names = {id(m): n for n, m in modules.items()}
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        for key in _MODULE_LOCALS:
+            value = local.get(key)
+            name = ""
+            if isinstance(value, nn.Module):
+                name = names.get(id(value), "")
+            elif isinstance(value, torch.fx.Node) and value.op == "call_module" and str(value.target) in modules:
+                name = str(value.target)
+            if name:
+                found = name
+                break
+        tb = tb.tb_next
+    while found and isinstance(modules.get(found), (ObserverBase, FakeQuantizeBase)):
+        found = found.rpartition(".")[0]
+    return found, modules.get(found) if found else None
+
+
+def refusal(
+    exc: BaseException,
+    step: str,
+    model: nn.Module,
+    prefix: str = "",
+    hints: list[str] | None = None,
+    no_skip: tuple[type, ...] = (),
+) -> FlowError:
+    """A :class:`FlowError` for a torch.ao pass (prepare, convert, fuse, quantize_dynamic) that refused the model.
+
+    Names the module it was working on and offers what goes around it: the
+    caller's ``hints`` (for example dynamic mode for recurrent layers), keep
+    that module in float (unless it is one of the ``no_skip`` types, which the
+    flow cannot keep in float), turn per-channel weights off when that is what
+    was refused.
+    """
+    from qstudio.core import graph as graphs
+
+    found, module = _refused_module(exc, model)
+    name = found[len(prefix) :] if prefix and found.startswith(prefix) else found
+    if prefix and found and not found.startswith(prefix):
+        name = ""  # one of the stubs qstudio added around the model, not the user's module
+    name = ".".join(part for part in name.split(".") if part != ISLAND_ATTR)
+    what = f"'{name}' ({type(module).__name__})" if name and module is not None else "the model"
+    fixes = list(hints or [])
+    if name and not isinstance(module, no_skip):
+        fixes.append(f"keep '{name}' in float (--skip {name}, or tick it in the tree)")
+    if "per channel" in str(exc).lower() or "per_channel" in str(exc).lower():
+        fixes.append("turn per-channel weights off (--no-per-channel)")
+    if not fixes:
+        fixes.append("keep the module named above in float (--skip NAME, or tick it in the tree)")
+    return FlowError(f"{step} refused {what}: {graphs.first_line(exc)}", ", or ".join(fixes))
+
+
+@contextlib.contextmanager
+def refusals(
+    step: str, model: nn.Module, prefix: str = "", hints: list[str] | None = None, no_skip: tuple[type, ...] = ()
+) -> Iterator[None]:
+    """Run one torch.ao call; whatever it raises (an AssertionError, a RuntimeError) becomes a :class:`FlowError`."""
+    try:
+        yield
+    except (Cancelled, QStudioError):
+        raise
+    except Exception as exc:
+        raise refusal(exc, step, model, prefix, hints, no_skip) from exc
+
+
 def bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int | None:
     """Input plus every leaf module's output for one sample: an upper bound on what one sample holds in memory."""
     total = example[:1].numel() * example.element_size()
@@ -222,15 +307,70 @@ def convert_step(
     seconds: float,
     history: list[EpochStats] | None = None,
     label: str = "converting to INT8",
+    *,
+    step: str = "convert",
+    hints: list[str] | None = None,
+    notes: list[str] | None = None,
+    no_skip: tuple[type, ...] = (),
 ) -> Generator[Progress, None, QuantizedModel]:
-    """The last step every static flow shares: keep a float reference, convert, package the result."""
+    """The last step every static flow shares: keep a float reference, convert, package the result.
+
+    A module ``convert`` refuses becomes a :class:`FlowError` naming it (``step`` names the torch.ao call).
+    """
     prepared.eval()
     start = time.perf_counter()
     yield Progress("convert", 0, 1, label)
     reference = float_reference(prepared)
-    quantized = convert(prepared)
+    with refusals(step, prepared, prefix, hints, no_skip):
+        quantized = convert(prepared)
+    notes = [*(notes or []), *transposed_kernel_notes(quantized, prefix)]
     yield Progress("convert", 1, 1)
-    return QuantizedModel(quantized.eval(), reference, mode, prefix, seconds, time.perf_counter() - start, history or [])
+    return QuantizedModel(
+        quantized.eval(), reference, mode, prefix, seconds, time.perf_counter() - start, history or [], list(notes or [])
+    )
+
+
+def transposed_kernel_notes(quantized: nn.Module, prefix: str = "") -> list[str]:
+    """Check each INT8 ConvTranspose against float math on the same int8 values; a note for each that disagrees.
+
+    Some of torch's quantized ConvTranspose kernels compute wrong results for
+    some shapes (torch 2.14, x86/onednn engines: whenever in_channels !=
+    out_channels, cosine to the float math 0.0-0.45; fbgemm: 2-D with some
+    stride-2 shapes), and the bare PyTorch script gives the same wrong
+    output.  Nothing raises, so the check runs the layer once on a small input
+    and compares with ``conv_transpose`` on the dequantized input and weight.
+    """
+    import torch.ao.nn.quantized as nnq
+    from torch.nn import functional as F
+
+    kinds = {nnq.ConvTranspose1d: F.conv_transpose1d, nnq.ConvTranspose2d: F.conv_transpose2d, nnq.ConvTranspose3d: F.conv_transpose3d}
+    notes = []
+    gen = torch.Generator().manual_seed(0)
+    for name, m in quantized.named_modules():
+        fn = kinds.get(type(m))  # type: ignore[call-overload]
+        if fn is None:
+            continue
+        dims = len(m.kernel_size)
+        xq = torch.quantize_per_tensor(torch.rand(1, m.in_channels, *[6] * dims, generator=gen), 1 / 255, 0, torch.quint8)
+        weight, bias = m.weight(), m.bias()
+        with torch.no_grad():
+            ref = fn(xq.dequantize(), weight.dequantize(), bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+            probe = copy.copy(m)  # shares the packed weight; its own output scale fits this input
+            lo, hi = min(float(ref.min()), 0.0), max(float(ref.max()), 1e-6)
+            probe.scale, probe.zero_point = (hi - lo) / 255, round(-lo / ((hi - lo) / 255))
+            out = probe(xq).dequantize()
+        cos = float(nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0))
+        if cos < 0.98:
+            user = name[len(prefix) :] if prefix and name.startswith(prefix) else name
+            user = ".".join(p for p in user.split(".") if p != ISLAND_ATTR)
+            engine = torch.backends.quantized.engine
+            others = " or ".join(b for b in ("fbgemm", "qnnpack", "x86") if b != engine and not (engine == "onednn" and b == "x86"))
+            notes.append(
+                f"torch's {engine} kernel for {type(m).__name__} '{user}' computes wrong results for this layer's shape "
+                f"(cosine {cos:.2f} to the same arithmetic in float), as the bare PyTorch script does: keep it in float "
+                f"(--skip {user}), or try another backend (--backend {others})"
+            )
+    return notes
 
 
 def float_reference(prepared: nn.Module) -> nn.Module:

@@ -1,18 +1,27 @@
-"""Eager mode: static PTQ and QAT with QuantStub/DeQuantStub placed by qstudio.
+"""Eager mode: static PTQ and QAT with QuantStub/DeQuantStub.
 
-qstudio wraps the whole model (``QuantWrapper``: quant -> model -> dequant), so
-everything between the stubs runs on quantized tensors.  A module the user
-keeps in float is put on a *float island* (DeQuantStub -> module -> QuantStub).
-What eager mode cannot do is tensor arithmetic between quantized modules (a
-residual ``out + identity``, ``torch.cat``, functional calls): those need
-FloatFunctional in the model's source.  The preflight finds them before any
-calibration, names module and source line, and points to FX mode.
+A model written for eager quantization (its own QuantStub/DeQuantStub or
+QuantWrapper, FloatFunctional for its additions, often a ``fuse_model()``:
+torchvision's quantizable models, PyTorch's tutorials) goes through exactly
+as the PyTorch script takes it: its stubs are used as they are, and the
+fusion groups are the ones its ``fuse_model()`` fuses (qstudio.core.fusion).
+Any other model is wrapped whole (``QuantWrapper``: quant -> model ->
+dequant), so everything between the stubs runs on quantized tensors.
+
+A module the user keeps in float is put on a *float island* (DeQuantStub ->
+module -> QuantStub).  What eager mode cannot do is tensor arithmetic between
+quantized modules written as plain Python (a residual ``out + identity``,
+``torch.cat``): those need FloatFunctional in the model's source.  The
+preflight quantizes a copy and runs it; when that fails it names the module
+and source line and points to FX mode.  Every torch.ao call (fuse, prepare,
+convert) is guarded: what it refuses becomes a FlowError naming the module.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
+import os
 import time
 from collections.abc import Generator
 
@@ -21,12 +30,23 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub, QuantWrapper, convert, prepare, prepare_qat
 
 from qstudio.core import graph as graphs
-from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import ISLAND_ATTR, FlowInput, QuantizedModel, calibrate, check_memory, convert_step
-from qstudio.core.flows.qconfig import qat_qconfig, static_qconfig
+from qstudio.core.errors import FlowError, QStudioError
+from qstudio.core.flows.base import (
+    ISLAND_ATTR,
+    FlowInput,
+    QuantizedModel,
+    calibrate,
+    check_memory,
+    convert_step,
+    forward_error,
+    refusal,
+    refusals,
+)
+from qstudio.core.flows.qconfig import PER_TENSOR_ONLY, per_tensor_note, qconfig, weight_is_per_channel
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
 from qstudio.core.progress import Progress
+from qstudio.core.recipe import QuantSettings
 
 PREFIX = "module."
 
@@ -58,12 +78,17 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _float_islands(model: nn.Module, skip: list[str], groups: list[list[str]]) -> None:
-    """Keep ``skip`` modules in float.  A skipped member of a fusion group skips the fused module."""
+    """Keep ``skip`` modules in float.  A skipped member of a fusion group skips the fused module.
+
+    A module the model itself keeps in float (``qconfig = None`` on it or a
+    parent: it runs outside the model's own stubs) needs no island.
+    """
+    declared = [n for n, m in model.named_modules() if n and "qconfig" in m.__dict__ and m.qconfig is None]
     targets: list[str] = []
     for name in skip:
         group = next((g for g in groups if name in g), None)
         target = group[0] if group else name
-        if target not in targets:
+        if target not in targets and not any(target == d or target.startswith(d + ".") for d in declared):
             targets.append(target)
     for name in targets:
         try:
@@ -72,6 +97,19 @@ def _float_islands(model: nn.Module, skip: list[str], groups: list[list[str]]) -
             raise FlowError(f"module '{name}' to keep in float does not exist", "check the name in the module tree") from None
         module.qconfig = None  # type: ignore[assignment]
         _set_module(model, name, FloatIsland(module))
+
+
+_FLOAT_FUNCTIONAL_FILE = os.path.join("torch", "ao", "nn", "quantized", "modules", "functional_modules.py")
+
+
+def _in_float_functional(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is the op inside a FloatFunctional call (``self.skip_add.add``), which eager converts."""
+    return _FLOAT_FUNCTIONAL_FILE in (node.stack_trace or "")
+
+
+def has_own_stubs(model: nn.Module) -> bool:
+    """Whether the model places its own QuantStub/DeQuantStub (or QuantWrapper): then qstudio adds none."""
+    return any(isinstance(m, (QuantStub, DeQuantStub, QuantWrapper)) for m in model.modules())
 
 
 def blockers(model: nn.Module, leaves: set[str]) -> list[str]:
@@ -85,7 +123,7 @@ def blockers(model: nn.Module, leaves: set[str]) -> list[str]:
             node.op == "call_method" and node.target in _ARITH_METHODS
         )
         tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        if not is_arith or not tensor_args:
+        if not is_arith or not tensor_args or _in_float_functional(node):
             continue
         src = graphs.node_source(node)
         module = graphs.node_module(node) or "(model)"
@@ -116,17 +154,79 @@ class _ModuleTracker:
             h.remove()
 
 
-def _prepare_static(inp: FlowInput, qat: bool) -> nn.Module:
+#: Recurrent layers return tuples: eager static mode can neither observe them nor keep them on a float island.
+_RECURRENT = (nn.RNNBase, nn.RNNCellBase)
+
+
+def _hints(model: nn.Module) -> list[str]:
+    if any(isinstance(m, _RECURRENT) for m in model.modules()):
+        return ["use dynamic quantization (--mode dynamic), which quantizes LSTM/GRU and Linear weights"]
+    return []
+
+
+def _assign_qconfigs(model: nn.Module, qat: bool, s: QuantSettings, notes: list[str]) -> None:
+    """Give ``model`` qstudio's qconfig before stubs are added and ``prepare`` propagates it.
+
+    The recipe's qconfig replaces the one a model sets on itself (torch's test
+    models carry a default one); a submodule the model keeps in float
+    (``qconfig = None``, e.g. a head after its DeQuantStub) stays float, and a
+    qconfig it sets on one submodule stays there.  Module types torch.ao cannot
+    observe per channel (ConvTranspose) get per-tensor weights instead of
+    being refused.
+    """
+    model.qconfig = qconfig(s, qat=qat)  # type: ignore[assignment]
+    per_tensor = qconfig(s, qat=qat, per_channel=False)
+    own_floats: list[str] = []
+    fallbacks: list[str] = []
+
+    def walk(module: nn.Module, inherited: object, name: str) -> None:
+        q = module.__dict__.get("qconfig", inherited)
+        user = name.replace(f".{ISLAND_ATTR}", "")
+        kept = name and "qconfig" in module.__dict__ and q is None and not name.endswith(ISLAND_ATTR)
+        if kept and not any(user == k or user.startswith(k + ".") for k in s.skip):
+            own_floats.append(user)
+        if isinstance(module, PER_TENSOR_ONLY) and q is not None and weight_is_per_channel(q):  # type: ignore[arg-type]
+            module.qconfig = q = per_tensor  # type: ignore[assignment]
+            fallbacks.append(user)
+        for child_name, child in module.named_children():
+            walk(child, q, f"{name}.{child_name}" if name else child_name)
+
+    walk(model, None, "")
+    if own_floats:
+        shown = ", ".join(f"'{n}'" for n in own_floats[:5]) + (f" and {len(own_floats) - 5} more" if len(own_floats) > 5 else "")
+        notes.append(f"the model keeps {shown} in float (qconfig = None in its source)")
+    if fallbacks:
+        notes.append(per_tensor_note(fallbacks))
+
+
+def _prepare_static(inp: FlowInput, qat: bool, notes: list[str] | None = None) -> tuple[nn.Module, str]:
+    """Fuse, place stubs (the model's own, or a QuantWrapper), assign qconfigs, insert observers.
+
+    Returns the prepared model and the prefix qstudio put before the user's
+    module names (``module.`` under a QuantWrapper, nothing when the model has
+    its own stubs).
+    """
     s = inp.recipe.settings
-    model = apply_fusion(copy.deepcopy(inp.model), inp.groups, qat=qat)
+    model = copy.deepcopy(inp.model)
+    own = has_own_stubs(model)  # before the float islands bring stubs of their own
+    with refusals("fuse_modules_qat" if qat else "fuse_modules", model, hints=[_UNGROUP]):
+        model = apply_fusion(model, inp.groups, qat=qat)
     _float_islands(model, s.skip, inp.groups)
-    wrapped = QuantWrapper(model)
-    wrapped.qconfig = qat_qconfig(s) if qat else static_qconfig(s)  # type: ignore[assignment]
+    _assign_qconfigs(model, qat, s, notes if notes is not None else [])
+    root = model if own else QuantWrapper(model)  # its stubs take the model's qconfig, set just above
+    root.qconfig = model.qconfig
+    prefix = "" if own else PREFIX
+    hints = _hints(model)
     if qat:
-        wrapped.train()
-        return prepare_qat(wrapped, inplace=True)
-    wrapped.eval()
-    return prepare(wrapped, inplace=True)
+        root.train()
+        with refusals("prepare_qat", root, prefix, hints, _RECURRENT):
+            return prepare_qat(root, inplace=True), prefix
+    root.eval()
+    with refusals("prepare", root, prefix, hints, _RECURRENT):
+        return prepare(root, inplace=True), prefix
+
+
+_UNGROUP = "remove that module's fusion group (edit the groups in the tree, or give --fusion)"
 
 
 def _check_int_input(inp: FlowInput) -> None:
@@ -140,30 +240,65 @@ def _check_int_input(inp: FlowInput) -> None:
 def dry_run(inp: FlowInput) -> None:
     """Quantize a copy with one calibration batch and run it: the only sure test for eager mode."""
     torch.backends.quantized.engine = inp.recipe.settings.backend
-    prepared = _prepare_static(inp, qat=False)
-    with torch.no_grad():
-        prepared(inp.example)
-    quantized = convert(prepared.eval(), inplace=True)
+    prepared, prefix = _prepare_static(inp, qat=False)
+    hints = _hints(inp.model)
+    try:
+        with torch.no_grad():
+            prepared(inp.example)
+    except Exception as exc:
+        raise _observed_failure(exc, inp, prepared, prefix) from exc
+    with refusals("convert", prepared, prefix, hints, _RECURRENT):
+        quantized = convert(prepared.eval(), inplace=True)
     tracker = _ModuleTracker(quantized)
     try:
         with torch.no_grad():
             quantized(inp.example)
     except Exception as exc:
-        where = graphs.user_frame(exc)
-        module = next((n for n in reversed(tracker.stack) if n), "")
-        module = module[len(PREFIX) :] if module.startswith(PREFIX) else module
-        found = blockers(inp.model, set(inp.recipe.settings.skip))
-        listing = f"; eager mode cannot run tensor arithmetic between quantized modules, found at {', '.join(found[:3])}" + (
-            f" and {len(found) - 3} more" if len(found) > 3 else ""
-        ) if found else ""
-        at = f" at {where}" if where else ""
-        raise FlowError(
-            f"eager mode fails in '{module or 'the model'}'{at}: {graphs.first_line(exc)}{listing}",
-            "use FX graph mode (--mode fx), which handles residual additions and concatenation automatically, "
-            "or replace those operations with torch.ao.nn.quantized.FloatFunctional in the model",
-        ) from None
+        _explain(exc, inp, tracker, prefix)
     finally:
         tracker.close()
+
+
+def _observed_failure(exc: BaseException, inp: FlowInput, prepared: nn.Module, prefix: str) -> QStudioError:
+    """Why the model failed with observers in it: its own fault if it fails in float too, else an observer's."""
+    try:
+        with torch.no_grad():
+            inp.model(inp.example)
+    except Exception:
+        return forward_error(exc, prepared, "the dry run", 0, 0, len(inp.example), "settings.batch_size", prefix)
+    return refusal(exc, "eager mode's observers", prepared, prefix, _hints(inp.model), _RECURRENT)
+
+
+def _explain(exc: BaseException, inp: FlowInput, tracker: _ModuleTracker, prefix: str) -> None:
+    """Raise the FlowError for a model that fails to run once converted."""
+    where = graphs.user_frame(exc)
+    module = next((n for n in reversed(tracker.stack) if n), "")
+    if prefix and not module.startswith(prefix):
+        module = ""  # one of the stubs qstudio put around the model
+    module = ".".join(p for p in module[len(prefix) :].split(".") if p != ISLAND_ATTR)
+    found = blockers(inp.model, set(inp.recipe.settings.skip))
+    listing = f"; eager mode cannot run tensor arithmetic between quantized modules, found at {', '.join(found[:3])}" + (
+        f" and {len(found) - 3} more" if len(found) > 3 else ""
+    ) if found else ""
+    at = f" at {where}" if where else ""
+    problem = f"eager mode fails in '{module or 'the model'}'{at}: {graphs.first_line(exc)}{listing}"
+    hints = _hints(inp.model)
+    if found:
+        fix = (
+            "use FX graph mode (--mode fx), which handles residual additions and concatenation automatically, "
+            "or replace those operations with torch.ao.nn.quantized.FloatFunctional in the model"
+        )
+    elif hints:
+        fix = hints[0]
+    else:
+        keep = f"keep '{module}' in float (--skip {module}, or tick it in the tree), or " if module else ""
+        stubs = (
+            "check that the model's QuantStub/DeQuantStub surround exactly the modules that run quantized, or "
+            if has_own_stubs(inp.model)
+            else ""
+        )
+        fix = f"{keep}{stubs}use FX graph mode (--mode fx)"
+    raise FlowError(problem, fix) from None
 
 
 def _convert(prepared: nn.Module) -> nn.Module:
@@ -183,10 +318,15 @@ class EagerPTQ:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
         yield Progress("prepare", 0, 1, "fusing, adding QuantStub/DeQuantStub and observers")
-        prepared = _prepare_static(inp, qat=False)
+        notes: list[str] = []
+        prepared, prefix = _prepare_static(inp, qat=False, notes=notes)
         yield Progress("prepare", 1, 1)
-        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches, prefix=PREFIX)
-        return (yield from convert_step(prepared, _convert, "eager", PREFIX, seconds))
+        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches, prefix=prefix)
+        return (
+            yield from convert_step(
+                prepared, _convert, "eager", prefix, seconds, hints=_hints(inp.model), notes=notes, no_skip=_RECURRENT
+            )
+        )
 
 
 class EagerQAT:
@@ -203,9 +343,14 @@ class EagerQAT:
         torch.backends.quantized.engine = s.backend
         assert inp.train is not None
         yield Progress("prepare", 0, 1, "fusing for QAT, adding stubs and fake-quant")
-        prepared = _prepare_static(inp, qat=True)
+        notes: list[str] = []
+        prepared, prefix = _prepare_static(inp, qat=True, notes=notes)
         yield Progress("prepare", 1, 1)
         start = time.perf_counter()
-        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval, prefix=PREFIX)
+        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval, prefix=prefix)
         seconds = time.perf_counter() - start
-        return (yield from convert_step(prepared, _convert, "qat", PREFIX, seconds, history))
+        return (
+            yield from convert_step(
+                prepared, _convert, "qat", prefix, seconds, history, hints=_hints(inp.model), notes=notes, no_skip=_RECURRENT
+            )
+        )

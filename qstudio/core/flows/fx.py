@@ -21,8 +21,8 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, check_memory, convert_step
-from qstudio.core.flows.qconfig import qconfig_mapping
+from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, check_memory, convert_step, refusal, refusals
+from qstudio.core.flows.qconfig import per_tensor_fallbacks, per_tensor_note, qconfig_mapping
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
 from qstudio.core.progress import Progress
@@ -142,6 +142,33 @@ def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
     return PrepareCustomConfig().set_non_traceable_module_names(list(inp.recipe.settings.skip))
 
 
+def _fuse(inp: FlowInput, *, qat: bool) -> torch.nn.Module:
+    model = copy.deepcopy(inp.model)
+    with refusals("fuse_modules_qat" if qat else "fuse_modules", model, hints=[_UNGROUP]):
+        return _fuse_for_fx(model if qat else model.eval(), inp.groups, qat=qat)
+
+
+_UNGROUP = "remove that module's fusion group (edit the groups in the tree, or give --fusion)"
+
+
+def _prepare(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> torch.fx.GraphModule:
+    """prepare_fx / prepare_qat_fx; a refusal names the module and says what goes around it."""
+    s = inp.recipe.settings
+    call = prepare_qat_fx if qat else prepare_fx
+    try:
+        with _no_stack_traces():
+            return call(model, qconfig_mapping(s, s.skip, qat=qat), (inp.example,), prepare_custom_config=_custom_config(inp))
+    except Exception as exc:
+        explain_trace(inp)  # a trace failure has its own, better message
+        raise refusal(exc, call.__name__, model) from exc
+
+
+def _notes(inp: FlowInput) -> list[str]:
+    s = inp.recipe.settings
+    fallbacks = per_tensor_fallbacks(inp.model, s.skip) if s.per_channel else []
+    return [per_tensor_note(fallbacks)] if fallbacks else []
+
+
 class FxPTQ:
     mode = "fx"
 
@@ -156,17 +183,14 @@ class FxPTQ:
     def _run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
-        model = _fuse_for_fx(copy.deepcopy(inp.model).eval(), inp.groups)
+        model = _fuse(inp, qat=False)
         yield Progress("prepare", 0, 1, "inserting observers (prepare_fx)")
-        try:
-            with _no_stack_traces():
-                prepared = prepare_fx(model, qconfig_mapping(s, s.skip), (inp.example,), prepare_custom_config=_custom_config(inp))
-        except Exception as exc:
-            explain_trace(inp)
-            raise FlowError(f"prepare_fx failed: {graphs.first_line(exc)}", "try eager mode or keep the failing module in float") from exc
+        prepared = _prepare(inp, model, qat=False)
         yield Progress("prepare", 1, 1)
         seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
-        return (yield from convert_step(prepared, convert_fx, "fx", "", seconds, label=CONVERT_LABEL))
+        return (
+            yield from convert_step(prepared, convert_fx, "fx", "", seconds, label=CONVERT_LABEL, step="convert_fx", notes=_notes(inp))
+        )
 
 
 class FxQAT:
@@ -184,13 +208,16 @@ class FxQAT:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
         assert inp.train is not None
-        model = _fuse_for_fx(copy.deepcopy(inp.model), inp.groups, qat=True)
+        model = _fuse(inp, qat=True)
         yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)")
         model.train()
-        with _no_stack_traces():
-            prepared = prepare_qat_fx(model, qconfig_mapping(s, s.skip, qat=True), (inp.example,), prepare_custom_config=_custom_config(inp))
+        prepared = _prepare(inp, model, qat=True)
         yield Progress("prepare", 1, 1)
         start = time.perf_counter()
         history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
         seconds = time.perf_counter() - start
-        return (yield from convert_step(prepared, convert_fx, "qat", "", seconds, history, label=CONVERT_LABEL))
+        return (
+            yield from convert_step(
+                prepared, convert_fx, "qat", "", seconds, history, label=CONVERT_LABEL, step="convert_fx", notes=_notes(inp)
+            )
+        )
