@@ -17,7 +17,7 @@ from torch import nn
 from torch.ao.quantization import quantize_dynamic
 
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory
+from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory, refusals
 from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig, reduce_range
 from qstudio.core.progress import Progress
 
@@ -92,7 +92,9 @@ class Dynamic:
         spec = _targets(inp)
         yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
         start = time.perf_counter()
-        quantized = quantize_dynamic(copy.deepcopy(inp.model).eval(), qconfig_spec=spec, inplace=False)
+        model = copy.deepcopy(inp.model).eval()
+        with refusals("quantize_dynamic", model):
+            quantized = quantize_dynamic(model, qconfig_spec=spec, inplace=True)
         if not reduce_range(s, dynamic=True):
             _full_range_activations(quantized)
         yield Progress("quantize", 1, 1)
