@@ -1,4 +1,4 @@
-"""Terminal output for the CLI: a progress bar fed by the engine's Progress steps, and result tables."""
+"""Terminal output for the CLI: one progress bar for the whole run, fed by the engine's Progress steps, and result tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
@@ -18,36 +19,52 @@ err = Console(stderr=True)
 
 
 class ProgressPrinter:
-    """One bar per engine stage (calibrate, compare layers, benchmark ...), on stderr."""
+    """One bar for the whole run on stderr: the stage, the overall percentage and the time left for the run.
+
+    The engine's steps go through :class:`~qstudio.core.progress.RunProgress`,
+    which maps each stage's batches onto the run's plan; a note in the plan
+    (fewer calibration batches than asked for) is printed above the bar.
+    """
+
+    STEPS = 1000  # bar resolution
 
     def __init__(self) -> None:
         self._bar = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TaskProgressColumn(),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=err,
             transient=False,
         )
-        self._tasks: dict[str, Any] = {}
+        self.tracker = core_progress.RunProgress()
+        self._task: Any = None
 
     def __enter__(self) -> ProgressPrinter:
         self._bar.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None and self._task is not None:
+            self.tracker.finish()
+            self._bar.update(self._task, completed=self.STEPS, description="done", eta="")
         self._bar.stop()
 
     def update(self, step: core_progress.Progress) -> None:
-        task = self._tasks.get(step.stage)
-        if task is None:
-            task = self._bar.add_task(step.stage, total=step.total)
-            self._tasks[step.stage] = task
-        desc = step.stage
+        tracker = self.tracker
+        tracker.update(step)
+        if step.plan is not None:
+            if step.message:
+                self._bar.console.print(f"[yellow]note:[/] {escape(step.message)}")
+            return
+        if self._task is None:  # added at the first working step: a run refused before that prints only its error
+            self._task = self._bar.add_task("", total=self.STEPS, eta="")
+        desc = tracker.label
         if step.metrics and "loss" in step.metrics:
-            desc = f"{step.stage} loss {step.metrics['loss']:.3f}"
-        self._bar.update(task, completed=step.done, total=step.total, description=desc)
+            desc = f"{desc} loss {step.metrics['loss']:.3f}"
+        eta = tracker.describe_eta()
+        self._bar.update(self._task, completed=round(tracker.fraction * self.STEPS), description=desc, eta=eta)
 
 
 def fmt_pct(v: float | None) -> str:

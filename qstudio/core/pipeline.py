@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
 from qstudio.core.flows.base import forward_error
 from qstudio.core.inputs import check_fits
 from qstudio.core.loading import LoadedModel
-from qstudio.core.progress import Progress
+from qstudio.core.progress import PLAN, Progress
 from qstudio.core.recipe import DataSource, Recipe
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ def run_recipe(
     if data.eval_is_calib:
         warnings.append("No evaluation data was given: agreement is measured on the calibration data.")
     example = data.calib.sample(1)
+    yield announce_plan(recipe, data, export is not None)  # first step: the whole run's stages, for one progress bar
 
     groups, notes = resolve_groups(recipe, model)
     warnings += notes
@@ -374,3 +376,64 @@ def export_result(result: RunResult, path: str | Path) -> ExportInfo:
     info = export_torchscript(result.quantized.module, path, result.example, check_inputs=checks)
     result.export = info
     return info
+
+# -- the run's plan: one progress bar for the whole run -----------------------------------------
+def _calls(batches: int, batch_size: int) -> float:
+    """The expected time of ``batches`` forward calls, in batch-1 calls.
+
+    A call costs a fixed overhead plus a share per sample: on the demo a batch
+    of 32 takes about nine batch-1 calls, a batch of 16 about five.
+    """
+    return batches * (3 + batch_size) / 4
+
+
+def _default(function: Any, name: str) -> Any:
+    return inspect.signature(function).parameters[name].default
+
+
+def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple[str, float], ...]:
+    """The stages :func:`run_recipe` will go through, in order, each with its expected work.
+
+    The work is counted in batch-1 forward calls (see :func:`_calls`): a
+    stage's share of the whole run is what :class:`~qstudio.core.progress.RunProgress`
+    moves the bar by.  Calibration and the per-layer comparison also pay for
+    their observers and hooks, training for its backward pass and optimizer;
+    preparing includes the fusion check and the trace.
+    """
+    s, q = recipe.settings, recipe.qat
+    calib_bs = min(s.batch_size, max(len(data.calib), 1))
+    eval_bs = _default(compare.evaluate, "batch_size")
+    evaluate = ("evaluate", 2 * _calls(data.eval.num_batches(eval_bs), eval_bs))
+    layers = ("compare layers", 3 * _calls(data.calib.num_batches(s.batch_size, _default(compare.layer_errors, "max_batches")), calib_bs))
+
+    def quantize() -> list[tuple[str, float]]:
+        if recipe.mode == "dynamic":
+            return [("quantize", 10.0)]
+        if recipe.mode == "qat" and data.train is not None:
+            steps = data.train.num_batches(q.batch_size) * q.epochs
+            check = q.epochs * _calls(data.eval.num_batches(64), 64) if data.eval.labels is not None else 0.0
+            return [("prepare", 40.0), ("train", 6 * _calls(steps, q.batch_size) + check), ("convert", 10.0)]
+        return [("prepare", 40.0), ("calibrate", 3 * _calls(data.calib.num_batches(s.batch_size, s.calib_batches), calib_bs)), ("convert", 10.0)]
+
+    plan = quantize()
+    if s.skip_worst:
+        plan += [layers, evaluate, *quantize(), evaluate]
+    b = recipe.benchmark
+    plan += [evaluate, layers, ("script", 40.0), ("benchmark", sum(3 * (b.warmup + b.iters) * _calls(1, n) for n in b.batch_sizes))]
+    if export:
+        plan.append(("export", 30.0))
+    return tuple(plan)
+
+
+def announce_plan(recipe: Recipe, data: RunData, export: bool = False) -> Progress:
+    """The run's first step: its plan, and a note when the data holds fewer calibration batches than asked for."""
+    s = recipe.settings
+    batches = data.calib.num_batches(s.batch_size, s.calib_batches)
+    metrics = {"calibration_batches": float(batches), "calibration_samples": float(len(data.calib))}
+    note = ""
+    if recipe.mode in ("fx", "eager") and batches < s.calib_batches:
+        note = (
+            f"calibration uses {batches} batches, not the {s.calib_batches} set: the calibration data has "
+            f"{len(data.calib)} samples, {s.batch_size} per batch"
+        )
+    return Progress(PLAN, 0, 0, note, metrics, plan=run_plan(recipe, data, export))

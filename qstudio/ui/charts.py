@@ -9,7 +9,9 @@ holds; they compute nothing about quantization.
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QCursor, QFont
+from PySide6.QtGui import QBrush, QColor, QCursor, QFont, QFontMetrics
 from PySide6.QtWidgets import QToolTip, QWidget
 
 from qstudio.core.formatting import fmt_db as format_db  # the panel and tests use the UI's names
@@ -77,13 +79,82 @@ class _Chart(pg.PlotWidget):
             axis.setPen(pg.mkPen("#888888"))
             axis.setTextPen(pg.mkPen(TEXT))
             axis.setTickFont(_font(9))
-        self.setMinimumHeight(160)
+        self.setMinimumHeight(150)  # title, legend row, axis and still a plot area tall enough for the bars
+        self._title = ""
+        self._axis_labels: dict[str, tuple[str, str]] = {}
+        self._y_span: tuple[float, float] | None = None
+        item.getViewBox().sigResized.connect(self._on_plot_resized)
 
-    def set_axis_label(self, axis: str, text: str) -> None:
-        self.getPlotItem().setLabel(axis, text, color=TEXT, **{"font-size": "10pt"})
+    def _on_plot_resized(self) -> None:
+        """The plot area changed (the window, the splitter, or the axes' widths): refit the legend and the labels."""
+        self.fit_legend()
+        self._apply_y_range()
+
+    def set_y_span(self, low: float, top: float) -> None:
+        """Show ``low`` to ``top`` plus headroom for the value labels above the marks (see :meth:`_apply_y_range`)."""
+        self._y_span = (low, top)
+        self._apply_y_range()
+
+    def _apply_y_range(self) -> None:
+        """HEADROOM, or more in a short plot: a label is so many pixels tall, whatever the plot's height."""
+        if self._y_span is None:
+            return
+        low, top = self._y_span
+        pixels = self.getPlotItem().getViewBox().height()
+        label = QFontMetrics(_font(9)).height() + 4
+        factor = max(HEADROOM, pixels / (pixels - label)) if pixels > 2 * label else HEADROOM
+        self.setYRange(low, low + (top - low) * factor, padding=0)
+
+    # Title and axis labels are elided (…) to the room the chart has: pyqtgraph would otherwise widen the
+    # plot's column to the whole text, pushing the last bars past the widget's edge.
+    def set_axis_label(self, axis: str, text: str, short: str = "") -> None:
+        """``short`` (e.g. just the unit) is shown instead of an elided ``text`` when the axis is too short for it."""
+        self._axis_labels[axis] = (text, short)
+        self._show_axis_label(axis)
 
     def set_title(self, text: str) -> None:
-        self.getPlotItem().setTitle(text, color=TEXT, size="10pt")
+        """``text`` may hold simple HTML (``<b>``); when it must be elided it is shown plain."""
+        self._title = text
+        self._show_title()
+
+    @property
+    def title_text(self) -> str:
+        """The full title, as set (what the chart shows may be elided)."""
+        return self._title
+
+    def _room(self, vertical: bool = False) -> int:
+        """Pixels the plot area has across (or, for a vertical axis label, down), roughly, before layout."""
+        if vertical:  # the view box's height once laid out; before, the widget's less title, legend and axis
+            box = self.getPlotItem().getViewBox().height()
+            return int(box) if box > 0 else self.height() - 110
+        item = self.getPlotItem()
+        axes = sum(item.getAxis(name).width() for name in ("left", "right") if item.getAxis(name).isVisible())
+        return self.width() - int(axes) - 16
+
+    @staticmethod
+    def _fit(text: str, points: float, room: int) -> str:
+        """``text`` (simple HTML) as is when it fits ``room`` pixels in bold, else elided plain text."""
+        plain = html.unescape(re.sub(r"<[^>]+>", "", text))
+        metrics = QFontMetrics(_font(points, bold=True))
+        if room < 60 or metrics.horizontalAdvance(plain) <= room:  # not laid out yet: nothing to fit
+            return text
+        return html.escape(metrics.elidedText(plain, Qt.TextElideMode.ElideRight, room))
+
+    def _show_title(self) -> None:
+        self.getPlotItem().setTitle(self._fit(self._title, 10, self._room()), color=TEXT, size="10pt")
+
+    COMPACT_HEIGHT = 240  # below this the bottom axis shows its ticks only: its label's row goes to the bars
+
+    def _show_axis_label(self, axis: str) -> None:
+        text, short = self._axis_labels[axis]
+        if axis == "bottom" and 0 < self.height() < self.COMPACT_HEIGHT:
+            self.getPlotItem().getAxis("bottom").showLabel(False)
+            return
+        room = self._room(vertical=axis in ("left", "right"))
+        shown = self._fit(text, 10, room)
+        if short and shown != text:
+            shown = self._fit(short, 10, room)
+        self.getPlotItem().setLabel(axis, shown, color=TEXT, **{"font-size": "10pt"})
 
     def _legend(self, columns: int) -> pg.LegendItem:
         """A one-row legend between the title and the plot, so it never covers data."""
@@ -102,15 +173,21 @@ class _Chart(pg.PlotWidget):
         legend: _RowLegend | None = getattr(self, "_row_legend", None)
         if legend is None or not legend.items:
             return
-        widths = sorted((30 + label.item.boundingRect().width() for _s, label in legend.items), reverse=True)
-        room = self.width() - 100  # the axes
+        # one entry: sample (20), gap (4), text, gap to the next entry
+        widths = [24 + label.item.boundingRect().width() + _RowLegend.SPACING for _s, label in legend.items]
+        room = self._room() + _RowLegend.SPACING
         columns = len(widths)
-        while columns > 1 and sum(widths[:columns]) > room:
+        # the widest entry of each column decides its width (entries fill the rows left to right)
+        while columns > 1 and sum(max(widths[c::columns]) for c in range(columns)) > room:
             columns -= 1
         legend.setColumnCount(columns)
 
     def resizeEvent(self, event: Any) -> None:
         self.fit_legend()
+        if getattr(self, "_title", ""):
+            self._show_title()
+        for axis in getattr(self, "_axis_labels", {}):
+            self._show_axis_label(axis)
         super().resizeEvent(event)
 
 
@@ -127,10 +204,42 @@ class _Sample(pg.ItemSample):
 
 
 class _RowLegend(pg.LegendItem):
-    """A legend placed by its parent's layout instead of by an offset in the view box."""
+    """A legend placed by its parent's layout instead of by an offset in the view box.
+
+    Entries fill the rows left to right, ``columnCount`` to a row; pyqtgraph's
+    own re-layout after a change of column count leaves holes and extra rows.
+    """
+
+    SPACING = 10  # between one entry's label and the next entry's sample
 
     def updateSize(self) -> None:
         self.updateGeometry()
+
+    def setColumnCount(self, columnCount: int) -> None:  # pyqtgraph's names
+        self.columnCount = max(1, columnCount)
+        self._relayout()
+
+    def addItem(self, item: Any, name: str) -> None:
+        super().addItem(item, name)
+        self._relayout()
+
+    def removeItem(self, item: Any) -> None:
+        super().removeItem(item)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        layout = self.layout
+        while layout.count():
+            layout.removeAt(layout.count() - 1)
+        columns = self.columnCount
+        for i, (sample, label) in enumerate(self.items):
+            row, col = divmod(i, columns)
+            layout.addItem(sample, row, 2 * col, alignment=Qt.AlignmentFlag.AlignVCenter)
+            layout.addItem(label, row, 2 * col + 1)
+        for col in range(layout.columnCount()):  # a gap before every entry but the first
+            layout.setColumnSpacing(col, self.SPACING if col % 2 else 4)
+        self.rowCount = math.ceil(len(self.items) / columns) if self.items else 0
+        self.updateSize()
 
 
 # -- latency ----------------------------------------------------------------------
@@ -142,9 +251,9 @@ class LatencyChart(_Chart):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("latencyChart")
-        self.set_axis_label("left", "latency (ms)")
-        self.set_title("Median time per call, whisker to p90 — lower is better")
-        self._legend(len(SERIES))
+        self.set_axis_label("left", "latency (ms)", "ms")
+        self.set_title("Median time per call — lower is better")  # the whisker (p90) is explained under the chart
+        legend = self._legend(len(SERIES))
         self.bars: list[pg.BarGraphItem] = []
         self.whiskers: list[pg.ErrorBarItem] = []
         for label, colour in SERIES:
@@ -163,6 +272,8 @@ class LatencyChart(_Chart):
             self.addItem(whisker)
             self.bars.append(bar)
             self.whiskers.append(whisker)
+        for _sample, label in legend.items:  # "(frozen)" is said under the chart: the legend stays one row
+            label.setText(label.text.replace(" (frozen)", ""))
         self._labels: list[pg.TextItem] = []
         self.batch_sizes: list[int] = []
         self.clear_result()
@@ -207,7 +318,7 @@ class LatencyChart(_Chart):
             label.setVisible(False)
         self.getAxis("bottom").setTicks([[(i, f"batch {b}") for i, b in enumerate(sizes)]])
         self.setXRange(-0.6, len(sizes) - 0.4, padding=0)
-        self.setYRange(0, (top or 1.0) * HEADROOM, padding=0)
+        self.set_y_span(0.0, top or 1.0)
 
     def clear_result(self) -> None:
         self.batch_sizes = []
@@ -235,7 +346,7 @@ class LayerErrorChart(_Chart):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("layerErrorChart")
-        self.set_axis_label("left", "SQNR (dB)")
+        self.set_axis_label("left", "SQNR (dB)", "dB")
         self.set_axis_label("bottom", "layer rank (hover for the name, click to select)")
         self.set_title(self.TITLE)
         self.legend = legend = self._legend(5)
@@ -334,7 +445,7 @@ class LayerErrorChart(_Chart):
         )
         if bool(nf) != self._float_in_legend:  # the entry is there only when some layer is float
             if nf:
-                self.legend.addItem(self.float_bars, "float (not quantized)")
+                self.legend.addItem(self.float_bars, "float")  # hover a hatched bar: "runs in float (not quantized)"
             else:
                 self.legend.removeItem(self.float_bars)
             self._float_in_legend = bool(nf)
@@ -353,7 +464,7 @@ class LayerErrorChart(_Chart):
         self.getAxis("bottom").setTicks([major, minor])
         top = max([*values, *ys, float_height if nf else 0.0, 1.0])
         self.setXRange(-0.7, self._x(total - 1) + 0.7 if total else 1, padding=0)
-        self.setYRange(min(0.0, *values) if values else 0.0, top * HEADROOM, padding=0)
+        self.set_y_span(min(0.0, *values) if values else 0.0, top)
         self.highlight(self.selected if self.selected in self.names else None)
 
     def clear_result(self) -> None:

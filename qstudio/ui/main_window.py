@@ -35,7 +35,7 @@ from qstudio.core.errors import QStudioError, UntrustedFileError
 from qstudio.core.loading import file_sha256
 from qstudio.core.paths import resources_dir
 from qstudio.core.pipeline import RunResult, export_result
-from qstudio.core.progress import Progress
+from qstudio.core.progress import Progress, RunProgress
 from qstudio.core.recipe import ModelSource, Recipe, code_files
 from qstudio.ui.controller import SessionController, describe_error
 from qstudio.ui.errors import ErrorReporter
@@ -70,6 +70,7 @@ def open_settings() -> tuple[QSettings, str | None]:
 class MainWindow(QMainWindow):
     runFinished = Signal(object)  # RunResult
     runFailed = Signal(str)
+    PROGRESS_STEPS = 1000  # the progress bar's range: 0.1 % steps
 
     def __init__(self, controller: SessionController | None = None) -> None:
         super().__init__()
@@ -137,13 +138,15 @@ class MainWindow(QMainWindow):
         self.export_button = QPushButton("Export TorchScript…")
         self.export_button.setObjectName("exportButton")
         self.export_button.clicked.connect(self.export_torchscript)
+        # one bar for the whole run (0-100 %, the stage named in it) and the time left for the whole run beside it
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progressBar")
         self.progress_bar.setTextVisible(True)
+        self.progress_bar.setRange(0, self.PROGRESS_STEPS)
         self.progress_bar.setFormat("idle")
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("etaLabel")
-        self.eta_label.setMinimumWidth(170)
+        self.eta_label.setMinimumWidth(self.eta_label.fontMetrics().horizontalAdvance("about 59 min left (whole run)") + 8)
         for w in (self.run_button, self.cancel_button):
             row.addWidget(w)
         row.addWidget(self.progress_bar, 1)
@@ -154,7 +157,7 @@ class MainWindow(QMainWindow):
         self.log_view.setObjectName("logView")
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setMinimumHeight(60)
+        self.log_view.setMinimumHeight(48)  # three lines: a 700 px high window keeps its height for the results
         self.log_view.setPlaceholderText("Log: what was loaded, run, exported, and every warning.")
         lay.addWidget(self.log_view)
         dock = QDockWidget("Run", self)
@@ -162,9 +165,9 @@ class MainWindow(QMainWindow):
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        self.resizeDocks([dock], [130], Qt.Orientation.Vertical)
+        self.resizeDocks([dock], [112], Qt.Orientation.Vertical)
         self.run_dock = dock
-        self._stage_started: dict[str, float] = {}
+        self.run_progress = RunProgress()
 
     def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "", *, name: str = "") -> QAction:
         act = QAction(text, self)
@@ -306,8 +309,16 @@ class MainWindow(QMainWindow):
         if getattr(self, "_widened", False):
             return
         self._widened = True
-        total = sum(self.splitter.sizes())
-        self.splitter.setSizes([320, int((total - 320) * 0.45), int((total - 320) * 0.55)])
+        sizes = self.splitter.sizes()
+        total = sum(sizes)
+        settings = max(sizes[0], self.settings_panel.minimumSizeHint().width())
+        rest = total - settings
+        # the tree as wide as its names and result columns (SQNR, State), if the results keep room for the cards,
+        # charts and tables at full size; on a narrow screen the tree scrolls sideways instead
+        results_least = max(430, self.results_panel.minimumSizeHint().width())
+        tree = min(self.tree_panel.results_width(), rest - results_least, rest // 2)
+        tree = max(tree, self.tree_panel.minimumSizeHint().width())
+        self.splitter.setSizes([settings, tree, rest - tree])
 
     def _on_busy(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
@@ -318,31 +329,31 @@ class MainWindow(QMainWindow):
             a.setEnabled(not busy)
         self.recent_menu.setEnabled(not busy and bool(self.recent()))
         if busy:
-            self._stage_started = {}
+            self.run_progress = RunProgress()
             self.task_label.setText(f"running: {self.controller.task}")
-            self.progress_bar.setRange(0, 0)
-            self.progress_bar.setFormat(self.controller.task)
+            self.progress_bar.setValue(0)
+            self.progress_bar.setFormat(f"{self.controller.task} · starting")
+            self.eta_label.setText("")
         else:
             self.task_label.setText("")
-            self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
             self.progress_bar.setFormat("idle")
             self.eta_label.setText("")
         self._update_status()
 
     def _on_progress(self, step: Progress) -> None:
-        now = time.monotonic()
-        started = self._stage_started.setdefault(step.stage, now)
-        total = max(step.total, 1)
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(min(step.done, total))
-        self.progress_bar.setFormat(f"{step.stage}: %v / %m")
+        """One bar over the whole run: the engine's plan maps each stage's batches to a share of it (RunProgress)."""
+        tracker = self.run_progress
+        tracker.update(step)
+        if step.plan is not None:  # the run's first step: what is to come, and a note if the data holds less
+            if step.message:
+                self.log_line(f"note: {step.message}")
+            return
+        self.progress_bar.setValue(round(tracker.fraction * self.PROGRESS_STEPS))
+        self.progress_bar.setFormat(tracker.describe())  # "Calibrating · 42%" (only %p, %v, %m are placeholders)
+        self.progress_bar.setToolTip(f"{step.stage}: {step.done} of {step.total}")
+        self.eta_label.setText(tracker.describe_eta())  # "about 35 s left (whole run)"
         self.task_label.setText(f"running: {self.controller.task} · {step.stage} {step.done}/{step.total}")
-        if step.done > 0 and step.done < step.total:
-            eta = (now - started) / step.done * (step.total - step.done)
-            self.eta_label.setText(f"{step.stage}: about {eta:.0f} s left")
-        elif step.done >= step.total:
-            self.eta_label.setText(f"{step.stage}: done")
         if step.message and step.done == 0:
             self.log_line(f"{step.stage}: {step.message}")
         if step.metrics and "epoch" in step.metrics:

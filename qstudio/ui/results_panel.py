@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetrics, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -52,11 +53,13 @@ QFrame[card="true"] { background: #f7f8fa; border: 1px solid #d9dce1; border-rad
 QFrame[card="true"][warn="true"] { background: #fff6e0; border: 1px solid #e0a400; }
 QFrame[card="true"] QLabel { background: transparent; border: none; }
 QLabel[role="cardTitle"] { color: #555; font-size: 9pt; }
-QLabel[role="cardValue"] { color: #111; font-size: 13pt; font-weight: 600; }
+QLabel[role="cardValue"] { color: #111; }
 QLabel[role="cardDetail"] { color: #444; font-size: 9pt; }
 QLabel#warningsBanner { background: #fff3cd; color: #5c4400; border: 1px solid #e0a400; border-radius: 4px; padding: 6px; }
+QScrollArea#warningsScroll, QScrollArea#warningsScroll > QWidget > QWidget { background: transparent; }
 QLabel#emptyState { color: #666; font-size: 12pt; }
 """
+_BANNER_TOP = 7  # the banner's border and padding above its first line (see _STYLE)
 
 
 # -- figures as text ----------------------------------------------------------------
@@ -238,6 +241,126 @@ def _item(text: str) -> QTableWidgetItem:
     return QTableWidgetItem(text)
 
 
+def _header_tips(table: QTableWidget, tips: list[str]) -> None:
+    for c, tip in enumerate(tips):
+        item = table.horizontalHeaderItem(c)
+        if item is not None and tip:
+            item.setToolTip(tip)
+
+
+def _fit_table_width(table: QTableWidget) -> None:
+    """The table is never narrower than its columns need (headers included), so no header is cut."""
+    header = table.horizontalHeader()
+    need = sum(
+        max(header.sectionSizeHint(c), table.sizeHintForColumn(c))
+        for c in range(table.columnCount())
+        if not header.isSectionHidden(c)
+    )
+    table.setMinimumWidth(need + 2 * table.frameWidth() + 2)
+
+
+# -- labels that fit --------------------------------------------------------------------------
+class FitLabel(QLabel):
+    """One line of figures that is never cut: its font shrinks to fit the width.
+
+    From ``largest`` down to ``smallest`` points; only below that (a width
+    smaller than the minimum size hint, which a layout never gives) is the
+    text elided, with the full text in the tooltip.  :meth:`full_text` is what
+    was set.
+    """
+
+    def __init__(self, largest: float = 13.0, smallest: float = 9.5, bold: bool = True) -> None:
+        super().__init__()
+        self._full = ""
+        self._largest, self._smallest, self._bold = largest, smallest, bold
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        super().setFont(self._font(largest))
+
+    def _font(self, points: float) -> QFont:
+        font = QFont(self.font())
+        font.setPointSizeF(points)
+        font.setBold(self._bold)
+        return font
+
+    def full_text(self) -> str:
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.updateGeometry()
+        self._fit()
+
+    def _width_at(self, points: float) -> int:
+        return QFontMetrics(self._font(points)).horizontalAdvance(self._full) + 2
+
+    def sizeHint(self) -> QSize:
+        m = self.contentsMargins()
+        return QSize(self._width_at(self._largest) + m.left() + m.right(), QFontMetrics(self._font(self._largest)).height())
+
+    def minimumSizeHint(self) -> QSize:
+        m = self.contentsMargins()
+        return QSize(self._width_at(self._smallest) + m.left() + m.right(), QFontMetrics(self._font(self._largest)).height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        room = self.contentsRect().width()
+        points = self._largest
+        while points > self._smallest and self._width_at(points) > room:
+            points -= 0.5
+        font = self._font(points)
+        text = self._full
+        if self._width_at(points) > room:
+            text = QFontMetrics(font).elidedText(self._full, Qt.TextElideMode.ElideRight, max(room - 2, 0))
+        if font != self.font():
+            super().setFont(font)
+        super().setText(text)
+        self.setToolTip(self._full if text != self._full else "")
+
+
+class ElideLabel(QLabel):
+    """Text whose lines are elided (…) when the label is narrower than they are; the full text is then its tooltip.
+
+    It never widens its parent: the minimum width is a few characters.
+    """
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self._full = ""
+        self.setText(text)
+
+    def full_text(self) -> str:
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.updateGeometry()
+        self._fit()
+
+    def sizeHint(self) -> QSize:
+        fm, m = self.fontMetrics(), self.contentsMargins()
+        lines = self._full.split("\n")
+        width = max((fm.horizontalAdvance(line) for line in lines), default=0) + 2
+        return QSize(width + m.left() + m.right(), fm.lineSpacing() * len(lines) + m.top() + m.bottom())
+
+    def minimumSizeHint(self) -> QSize:
+        hint = self.sizeHint()
+        return QSize(min(hint.width(), self.fontMetrics().horizontalAdvance("Mmmm…")), hint.height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        room, fm = self.contentsRect().width(), self.fontMetrics()
+        lines = [fm.elidedText(line, Qt.TextElideMode.ElideRight, room) if room > 0 else line for line in self._full.split("\n")]
+        text = "\n".join(lines)
+        super().setText(text)
+        self.setToolTip(self._full if text != self._full and self._full else "")
+
+
 # -- the panel ---------------------------------------------------------------------------
 class _Card(QFrame):
     def __init__(self, name: str) -> None:
@@ -249,14 +372,14 @@ class _Card(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         layout.setSpacing(1)
-        self.title = QLabel(" ")
-        self.value = QLabel("—")
-        self.detail = QLabel("\n")  # always two lines, so every card (and every result) has the same height
+        # the figure is never cut (its font shrinks to fit); title and detail are elided, the card's tooltip has them
+        self.title = ElideLabel(" ")
+        self.value = FitLabel()
+        self.value.setText("—")
+        self.detail = ElideLabel("\n")  # always two lines, so every card (and every result) has the same height
         for label, role in ((self.title, "cardTitle"), (self.value, "cardValue"), (self.detail, "cardDetail")):
             label.setProperty("role", role)
             label.setObjectName(f"{name}{role[4:]}")  # accuracyCardTitle, accuracyCardValue, accuracyCardDetail
-            if role != "cardValue":  # the big number is never cut; title and detail may be (the tooltip has them)
-                label.setMinimumWidth(40)
             layout.addWidget(label)
 
     def show_text(self, text: CardText) -> None:
@@ -313,14 +436,20 @@ class ResultsPanel(QWidget):
         self._arrange_cards(4)
         layout.addWidget(self.cards_box)
         self.cards_box.hide()  # until there is a result (a first QAT run shows its live curve before that)
-        self.cards_box.setMinimumWidth(1)  # the cards never widen the panel: resizeEvent wraps them to 2 x 2 instead
+        # the panel is never narrower than two cards side by side; wider, resizeEvent puts all four in a row
+        self.cards_box.setMinimumWidth(self._two_column_width())
 
         self.banner = QLabel()
         self.banner.setObjectName("warningsBanner")
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
-        layout.addWidget(self.banner)
+        # many warnings scroll inside a few lines' height instead of pushing the charts off the panel
+        self.banner_scroll = QScrollArea(objectName="warningsScroll", widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        self.banner_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.banner_scroll.setWidget(self.banner)
+        self.banner_scroll.hide()
+        layout.addWidget(self.banner_scroll)
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("resultsTabs")
@@ -342,13 +471,26 @@ class ResultsPanel(QWidget):
         v.setContentsMargins(4, 4, 4, 4)
         self.latency_chart = LatencyChart()
         v.addWidget(self.latency_chart, 1)
-        self.latency_table = _table(
-            ["batch", "FP32 ms", "FP32 TS ms", "INT8 ms", "speedup", "vs TS"]
+        self.latency_table = _table(["batch", "FP32", "FP32 TS", "INT8", "speedup", "vs TS"])  # ms; the tooltips say what
+        _header_tips(
+            self.latency_table,
+            [
+                "Batch size",
+                "FP32 eager: median ms per call",
+                "FP32 frozen TorchScript: median ms per call",
+                "INT8: median ms per call",
+                "INT8 speedup over FP32 eager",
+                "INT8 speedup over FP32 frozen TorchScript",
+            ],
         )
         self.latency_table.setObjectName("latencyTable")
-        self.latency_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.latency_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # never narrower than a header
+        header.setStretchLastSection(True)
         self.latency_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.latency_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.latency_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        _fit_table_width(self.latency_table)
         v.addWidget(self.latency_table)
         self.latency_note = QLabel()
         self.latency_note.setObjectName("latencyNote")
@@ -368,9 +510,13 @@ class ResultsPanel(QWidget):
         self.layer_table = _table(["#", "layer", "type", "weight dB", "act. dB"])  # SQNR; short headers leave room for names
         self.layer_table.setObjectName("layerTable")
         self.layer_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        _header_tips(self.layer_table, ["Rank, worst first", "Layer", "Module type", "Weight SQNR (dB)", "Activation SQNR (dB)"])
+        self.layer_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long names keep their ends; the tooltip has all
         header = self.layer_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the names get what the others leave
+        header.setMinimumSectionSize(header.fontMetrics().horizontalAdvance("layer") + 16)  # its header stays whole
+        self.layer_table.setMinimumHeight(56)  # the header and a row: the chart above keeps its height in a short window
         self.layer_table.itemSelectionChanged.connect(self._on_layer_row)
         split.addWidget(self.layer_table)
         split.setStretchFactor(0, 3)
@@ -389,7 +535,7 @@ class ResultsPanel(QWidget):
         self.skip_button.setToolTip("Add the k worst layers to the skip list and run again")
         self.skip_button.clicked.connect(self._on_keep_worst)
         row.addWidget(self.skip_button)
-        self.skip_preview = QLabel()
+        self.skip_preview = ElideLabel()
         self.skip_preview.setStyleSheet("color: #555;")
         row.addWidget(self.skip_preview, 1)
         self.skip_spin.valueChanged.connect(self._update_skip_preview)
@@ -402,9 +548,14 @@ class ResultsPanel(QWidget):
         v.setContentsMargins(4, 4, 4, 4)
         self.qat_curve = QatCurve()
         v.addWidget(self.qat_curve, 1)
-        self.training_table = _table(["epoch", "loss", "train accuracy", "eval accuracy"])
+        self.training_table = _table(["epoch", "loss", "train acc.", "eval acc."])
+        _header_tips(self.training_table, ["", "Mean training loss", "Training accuracy", "Evaluation accuracy"])
         self.training_table.setObjectName("trainingTable")
-        self.training_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.training_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.training_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        _fit_table_width(self.training_table)
         v.addWidget(self.training_table)
         self.tabs.addTab(page, "Training")
 
@@ -442,13 +593,32 @@ class ResultsPanel(QWidget):
         for c in range(4):
             self.card_grid.setColumnStretch(c, 1 if c < columns else 0)
 
+    def _two_column_width(self) -> int:
+        """The narrowest the cards can be, two by two, with every figure whole (at its smallest font)."""
+        widest = max(card.minimumSizeHint().width() for card in self.cards.values())
+        return 2 * widest + self.card_grid.spacing()
+
     def _fit_cards(self, width: int) -> None:
-        need = sum(card.minimumSizeHint().width() for card in self.cards.values()) + 3 * 6 + 12
+        """Four in a row when each gets its figure at full size, else two by two."""
+        need = 4 * max(card.sizeHint().width() for card in self.cards.values()) + 3 * self.card_grid.spacing() + 12
         self._arrange_cards(4 if width >= need else 2)
+        self.cards_box.setMinimumWidth(self._two_column_width())
+
+    def _fit_banner(self) -> None:
+        """The warnings take their height up to two to four lines, as the panel's height allows; more scroll."""
+        if self.banner.isHidden():
+            return
+        width = self.banner_scroll.viewport().width() or self.width()
+        lines = self.banner.fontMetrics().lineSpacing()
+        needed = self.banner.heightForWidth(width) if self.banner.hasHeightForWidth() else self.banner.sizeHint().height()
+        shown = 4 if self.height() >= 700 else 3 if self.height() >= 560 else 2
+        most = _BANNER_TOP + shown * lines  # whole lines; the rest scrolls
+        self.banner_scroll.setFixedHeight(min(max(needed, lines + 14), most))
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         self._fit_cards(event.size().width())
         super().resizeEvent(event)
+        self._fit_banner()
 
     # -- controller ---------------------------------------------------------------------
     @property
@@ -499,6 +669,8 @@ class ResultsPanel(QWidget):
         warnings = result_warnings(result)
         self.banner.setText("⚠ " + "\n⚠ ".join(warnings) if warnings else "")
         self.banner.setVisible(bool(warnings))
+        self.banner_scroll.setVisible(bool(warnings))
+        self._fit_banner()
         self.latency_chart.set_result(result)
         self._fill_latency_table(result)
         self.layer_chart.set_result(result)
@@ -533,18 +705,25 @@ class ResultsPanel(QWidget):
                     item.setToolTip(f"{stat.label}, batch {b}: median {format_ms(stat.median_ms)}, p90 {format_ms(stat.p90_ms)}")
                 t.setItem(r, c, item)
         header = t.horizontalHeader().sizeHint().height()
-        t.setFixedHeight(header + 22 * len(sizes) + 4)
+        t.setFixedHeight(header + 22 * len(sizes) + 2 * t.frameWidth())
+        _fit_table_width(t)
         any_stat = next((s for stats in series for s in stats), None)
         if any_stat is not None:
+            # two short lines under the chart (it needs the height); the whole story on hover
             note = (
-                f"Median of {any_stat.iters} timed calls per bar (whisker: p90), {any_stat.threads} thread(s). "
+                f"Median ms of {any_stat.iters} calls per bar, whisker p90, {any_stat.threads} thread(s); "
+                "TS = frozen TorchScript. Compare within this run (hover for why)."
+            )
+            why = (
                 "TS = frozen TorchScript, PyTorch's fastest FP32 path. Timed in the window's worker thread, which "
                 "reads slower than a terminal run on small CPUs: compare bars within this run, and take deployment "
                 "figures from `qstudio quantize` (docs/performance.md)."
             )
             if not result.fp32_deploy:
-                note += " The FP32 TorchScript baseline could not be built for this model."
+                note += " No FP32 TorchScript baseline for this model."
+                why += " The FP32 TorchScript baseline could not be built for this model."
             self.latency_note.setText(note)
+            self.latency_note.setToolTip(why)
 
     def _fill_layer_table(self, result: RunResult) -> None:
         t = self.layer_table
@@ -592,7 +771,8 @@ class ResultsPanel(QWidget):
             for c, text in enumerate(values):
                 t.setItem(r, c, _item(text))
         header = t.horizontalHeader().sizeHint().height()
-        t.setFixedHeight(header + 22 * min(max(len(rows), 1), 5) + 4)
+        t.setFixedHeight(header + 22 * min(max(len(rows), 1), 5) + 2 * t.frameWidth())
+        _fit_table_width(t)
 
     # -- per-layer interaction ------------------------------------------------------------------
     def _on_chart_layer(self, name: str) -> None:

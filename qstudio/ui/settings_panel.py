@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -147,7 +147,11 @@ class SettingsPanel(QWidget):
             "qint8: int8 weights, fastest; float16: half-precision weights, closest to FP32"
         )
         self.calibBatchesSpin = _spin(
-            "calibBatchesSpin", 1, 10000, "Batches of calibration data fed through the observers"
+            "calibBatchesSpin",
+            1,
+            10000,
+            "Batches of calibration data fed through the observers; at most as many as the data holds "
+            "(samples ÷ batch size): a run with fewer says so in the log",
         )
         self.batchSizeSpin = _spin("batchSizeSpin", 1, 4096, "Batch size for calibration and the per-layer comparison")
         quant_box, qform = _section("Quantization")
@@ -195,7 +199,7 @@ class SettingsPanel(QWidget):
             ("Evaluation", self.evalPicker),
             ("Training (QAT)", self.trainPicker),
         ):
-            heading = QLabel(title)
+            heading = QLabel(title, wordWrap=True)  # "Sample inputs (for the comparisons)" in dynamic mode
             heading.setStyleSheet("font-weight: 600;")
             data_form.addRow(heading)
             data_form.addRow(picker)
@@ -250,6 +254,9 @@ class SettingsPanel(QWidget):
         self.scroll = QScrollArea(objectName="settingsScroll", widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(self.form)
+        # the panel is never narrower than the form (see minimumSizeHint): a splitter squeezing it would cut
+        # every label and field mid-word, since the form does not scroll sideways
+        self.form.installEventFilter(self)
 
         self.errorLabel = QLabel(objectName="settingsError", wordWrap=True)
         self.errorLabel.setStyleSheet(ERROR_STYLE)
@@ -313,6 +320,19 @@ class SettingsPanel(QWidget):
 
         self.refresh()
         self.set_busy(bool(getattr(controller, "busy", False)))
+
+    # -- layout ------------------------------------------------------------------------
+    def minimumSizeHint(self) -> QSize:
+        """At least the form's own minimum width plus the vertical scroll bar beside it."""
+        hint = super().minimumSizeHint()
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        width = self.form.minimumSizeHint().width() + bar + 2 * self.scroll.frameWidth()
+        return QSize(max(hint.width(), width), hint.height())
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.form and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # rows shown or hidden (a mode change): the splitter re-reads the minimum width
+        return super().eventFilter(obj, event)
 
     # -- public ------------------------------------------------------------------------
     def recipe_from_widgets(self) -> Recipe:

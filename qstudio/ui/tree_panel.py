@@ -31,6 +31,19 @@ from qstudio.ui.tree_model import FILTER_ROLE, NAME_ROLE, Column, ModuleTreeMode
 
 #: Columns sized to their contents automatically; the others start fitted but the user may drag them.
 _AUTO_COLUMNS = (Column.PARAMS, Column.INT8, Column.WEIGHT_SQNR, Column.ACT_SQNR, Column.STATE)
+#: The columns' order on screen once a run has results: what the run found comes right after the module's name
+#: and type, so it is in view without scrolling; before a run those columns are empty and stay at the end.
+_RESULT_ORDER = (
+    Column.MODULE,
+    Column.TYPE,
+    Column.WEIGHT_SQNR,
+    Column.ACT_SQNR,
+    Column.STATE,
+    Column.INT8,
+    Column.GROUP,
+    Column.PARAMS,
+    Column.SHAPE,
+)
 _DEFAULT_DEPTH = 1  # QTreeView.expandToDepth(1): top level and the level below are open
 _PROBLEM_STYLE = "color: #c62828;"
 
@@ -116,6 +129,7 @@ class ModelTreePanel(QWidget):
 
         self.summary_label = QLabel(self)
         self.summary_label.setObjectName("groupSummary")
+        self.summary_label.setWordWrap(True)  # its own line under the buttons; a long summary wraps, never widens
         self.notes_label = QLabel(self)
         self.notes_label.setObjectName("groupNotes")
         self.notes_label.setWordWrap(True)
@@ -134,9 +148,10 @@ class ModelTreePanel(QWidget):
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
         for b in (self.fuse_button, self.unfuse_button, self.suggest_button):
+            # as wide as the word needs, not the style's 80 px: the panel stays narrow enough for 1024 px windows
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + 24)
             buttons.addWidget(b)
         buttons.addStretch(1)
-        buttons.addWidget(self.summary_label)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -144,6 +159,7 @@ class ModelTreePanel(QWidget):
         layout.addWidget(self.filter_edit)
         layout.addWidget(self.view, 1)
         layout.addLayout(buttons)
+        layout.addWidget(self.summary_label)
         layout.addWidget(self.problems_label)
         layout.addWidget(self.notes_label)
 
@@ -195,6 +211,15 @@ class ModelTreePanel(QWidget):
         self.view.selectionModel().setCurrentIndex(index, flags)
         self.view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
         return True
+
+    def results_width(self) -> int:
+        """The panel width that shows the names through the last result column (State) without scrolling."""
+        header = self.view.header()
+        shown = _RESULT_ORDER[: _RESULT_ORDER.index(Column.STATE) + 1]
+        columns = sum(max(header.sectionSize(c), header.sectionSizeHint(c)) for c in shown)
+        margins = self.layout().contentsMargins()
+        bar = self.view.verticalScrollBar().sizeHint().width()
+        return columns + bar + 2 * self.view.frameWidth() + margins.left() + margins.right() + 4
 
     def focus_filter(self) -> None:
         self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -384,6 +409,14 @@ class ModelTreePanel(QWidget):
             if col not in _AUTO_COLUMNS:
                 self.view.resizeColumnToContents(col)
 
+    def _order_columns(self) -> None:
+        """Result columns next to the names once there are results (see ``_RESULT_ORDER``); model order before."""
+        order = _RESULT_ORDER if self.controller.session.results else tuple(Column)
+        header = self.view.header()
+        for visual, col in enumerate(order):
+            if header.visualIndex(col) != visual:
+                header.moveSection(header.visualIndex(col), visual)
+
     # -- controller signals -------------------------------------------------------------
     def _on_model_changed(self) -> None:
         self._show_problems([])
@@ -394,6 +427,7 @@ class ModelTreePanel(QWidget):
         else:
             self.view.expandToDepth(_DEFAULT_DEPTH)
         self._fit_columns()
+        self._order_columns()
         self._update_summary()
         self._selection_maybe_changed()
 
@@ -415,6 +449,7 @@ class ModelTreePanel(QWidget):
             self._set_root_keeping_state()
         else:
             self.model.refresh()
+        self._order_columns()
 
     def _on_busy_changed(self, busy: bool) -> None:
         self._busy = busy
