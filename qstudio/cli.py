@@ -132,9 +132,33 @@ def _quantize_args(p: argparse.ArgumentParser, *, required_mode: bool) -> None:
     b.add_argument("--iters", type=int, help="timed iterations per batch size (default 50)")
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance; give a number >= 0 like 1e-3")
+    return value
+
+
+# qstudio.core.benchmark.EXPORT_METHODS and qstudio.core.export.DEFAULT_ATOL, without importing torch to parse options
+EXPORT_METHODS = ("auto", "trace", "script")
+DEFAULT_EXPORT_TOLERANCE = 1e-4
+
+
 def _output_args(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("outputs")
     o.add_argument("--export", metavar="OUT.pt", help="write the verified INT8 TorchScript model here")
+    o.add_argument(
+        "--export-tolerance", type=_tolerance, default=DEFAULT_EXPORT_TOLERANCE, metavar="ATOL",
+        help="largest difference between the reloaded export and the model that passes verification "
+        f"(default {DEFAULT_EXPORT_TOLERANCE:g})",
+    )
+    o.add_argument(
+        "--export-method", choices=EXPORT_METHODS, default="auto",
+        help="how the export becomes TorchScript: trace, script, or auto (trace; script where tracing fails or is unsafe)",
+    )
     o.add_argument("--report", metavar="OUT.html", help="write the HTML report here")
     o.add_argument("--json", metavar="OUT.json", help="write the figures as JSON here")
 
@@ -291,10 +315,33 @@ def _run(recipe: Recipe, args: argparse.Namespace, trust: bool = False) -> int:
         if out and not Path(out).resolve().parent.is_dir():
             raise UsageError(f"the folder of {out} does not exist", "create it first or choose another path")
     with ProgressPrinter() as printer:
-        result = run(run_recipe(recipe, loaded, export=args.export), printer.update)
+        work = run_recipe(
+            recipe, loaded, export=args.export, export_tolerance=args.export_tolerance, export_method=args.export_method
+        )
+        result = run(work, printer.update)
     _write_outputs(result, args)
     print_result(result, args)
+    if result.export_error:
+        raise export_failure(result.export_error, args)
     return 0
+
+
+def export_failure(error: str, args: argparse.Namespace) -> QStudioError:
+    """The one line for an export that failed at the end of a kept run: what failed, what was written, the fix."""
+    problem, _, fix = error.rstrip(".").partition(". Fix: ")
+    written = [f"{label} {path}" for label, path in (("JSON", args.json), ("report", args.report)) if path]
+    kept = f"; the run's figures were kept{' (' + ', '.join(written) + ')' if written else ''}"
+    other = {"auto": "script", "trace": "script", "script": "trace"}[args.export_method]
+    if "differ" in problem:  # verification: the file computes something else
+        fix = (
+            f"if a difference of that size is acceptable, re-run with --export-tolerance above it "
+            f"(now {args.export_tolerance:g}); if not, check the model has no randomness or data-dependent control "
+            f"flow in eval mode, or re-run with --export-method {other}"
+        )
+    elif not fix or any(w in f"{problem} {fix}" for w in ("conver", "trac", "script", "loaded back")):
+        # conversion or reload: the other way may work
+        fix = "; ".join(part for part in (fix, f"re-run with --export-method {other}") if part)
+    return QStudioError(f"the INT8 model was not exported to {args.export}: {problem}{kept}", fix)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:

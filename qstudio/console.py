@@ -119,7 +119,9 @@ def print_result(result: Any, args: argparse.Namespace) -> None:
     out.print(t)
     if result.speedup:
         vs = f", {result.speedup_vs_deploy:.2f}x vs FP32 TorchScript" if result.speedup_vs_deploy else ""
-        out.print(f"speedup {result.speedup:.2f}x vs FP32 eager{vs}; calibration {result.calibration_seconds:.1f} s")
+        slower = min(result.speedup, result.speedup_vs_deploy or result.speedup) < 1
+        line = f"speedup {result.speedup:.2f}x vs FP32 eager{vs}{' (INT8 is SLOWER)' if slower else ''}"
+        out.print(f"[bold red]{line}[/]" if slower else line, f"; calibration {result.calibration_seconds:.1f} s", sep="")
     cov = result.coverage
     out.print(f"quantized layers: {len(cov.quantized_layers)} of {len(cov.quantized_layers) + len(cov.float_layers)}")
     if result.layers:
@@ -134,8 +136,12 @@ def print_result(result: Any, args: argparse.Namespace) -> None:
         out.print(
             f"kept in float: {', '.join(sw.layers)}; agreement {fmt_pct(sw.before.agreement)} -> {fmt_pct(sw.after.agreement)}"
         )
+    severity = {v.text: v.severity for v in getattr(result, "verdicts", None) or ()}
     for w in result.warnings:
-        err.print(f"[bold yellow]warning:[/] {w}")
+        if severity.get(w) == "critical":  # slowdown, collapse, unreliable timing, failed export: loud
+            err.print(f"[bold red]WARNING: {escape(w)}[/]")
+        else:
+            err.print(f"[bold yellow]warning:[/] {escape(w)}")
     if result.export:
         out.print(f"exported {result.export.path} ({result.export.size_mb:.2f} MB, verified by reload)")
     for label, path in (("report", getattr(args, "report", None)), ("json", getattr(args, "json", None))):

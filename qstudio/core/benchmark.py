@@ -21,11 +21,12 @@ import contextlib
 import gc
 import io
 import logging
+import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,9 @@ class LatencyStat:
     mean_ms: float
     iters: int
     threads: int
+    # CPU time of the timing thread over the wall time of its timed calls: near 1 on an idle
+    # machine; well below 1 when the scheduler took the CPU away (another process wanted it).
+    cpu_ratio: float | None = None
 
 
 def call_model(model: Callable[..., Any], inputs: Any) -> Any:
@@ -185,6 +189,8 @@ def benchmark_interleaved(
         for batch_size in settings.batch_sizes:
             inputs = {lb: makers[lb](batch_size) for lb in labels}
             times_ns: dict[str, list[int]] = {lb: [] for lb in labels}
+            cpu_ns = dict.fromkeys(labels, 0)
+            wall_ns = dict.fromkeys(labels, 0)
             for lb in labels:
                 remaining = settings.warmup
                 while remaining:
@@ -202,19 +208,23 @@ def benchmark_interleaved(
                     while remaining:
                         chunk_start = time.perf_counter()
                         with torch.inference_mode(), _gc_paused():
+                            cpu0, wall0 = time.thread_time_ns(), time.perf_counter_ns()
                             while remaining and time.perf_counter() - chunk_start < _PROGRESS_INTERVAL_S:
                                 t0 = time.perf_counter_ns()
                                 call_model(models[lb], inputs[lb])
                                 times_ns[lb].append(time.perf_counter_ns() - t0)
                                 remaining -= 1
                                 done += 1
+                            cpu_ns[lb] += time.thread_time_ns() - cpu0
+                            wall_ns[lb] += time.perf_counter_ns() - wall0
                         yield Progress(stage, done, total, message=f"{lb}, batch {batch_size}")
             for lb in labels:
-                results[lb].append(_stat(lb, batch_size, times_ns[lb], threads))
+                ratio = cpu_ns[lb] / wall_ns[lb] if wall_ns[lb] > 0 else None
+                results[lb].append(_stat(lb, batch_size, times_ns[lb], threads, ratio))
     return results
 
 
-def _stat(label: str, batch_size: int, times_ns: list[int], threads: int) -> LatencyStat:
+def _stat(label: str, batch_size: int, times_ns: list[int], threads: int, cpu_ratio: float | None = None) -> LatencyStat:
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     stat = LatencyStat(
         label=label,
@@ -224,6 +234,7 @@ def _stat(label: str, batch_size: int, times_ns: list[int], threads: int) -> Lat
         mean_ms=float(statistics.fmean(ms.tolist())),
         iters=len(times_ns),
         threads=threads,
+        cpu_ratio=None if cpu_ratio is None else min(cpu_ratio, 1.0),
     )
     log.info(
         "%s batch %d: median %.3f ms, p90 %.3f ms (%d iters, %d threads)",
@@ -232,12 +243,163 @@ def _stat(label: str, batch_size: int, times_ns: list[int], threads: int) -> Lat
     return stat
 
 
+# -- is the timing trustworthy? ---------------------------------------------------------------
+#: p90 / median above this: one call in ten took half again the typical time; the medians move from run to run.
+SPREAD_LIMIT = 1.5
+#: ... unless p90 and median are closer than this (ms): for calls of a few microseconds that is timer and cache noise.
+SPREAD_FLOOR_MS = 0.02
+#: the timing thread ran on a CPU for less than this share of the wall time of its calls: it was pre-empted.
+CPU_RATIO_LIMIT = 0.8
+#: a 1-minute load average above this many runnable threads per CPU: the machine is oversubscribed.
+LOAD_PER_CPU_LIMIT = 2.0
+
+
+@dataclass
+class TimingCheck:
+    """Whether a benchmark's figures can be trusted, from what it measured and what the machine was doing.
+
+    ``spread`` is the worst p90/median of any contender at any batch size,
+    ``cpu_ratio`` the lowest share of wall time the timing thread spent on a CPU
+    (:attr:`LatencyStat.cpu_ratio`), ``load`` the 1-minute load average when
+    the timing ended and ``cpus`` the CPU count.  ``reasons`` says in words why
+    the figures are not stable (empty when they are).  ``remeasured`` is set
+    when a first measurement was unstable and this is the second;
+    ``first_reasons`` are the first one's reasons.
+    """
+
+    stable: bool
+    reasons: list[str]
+    spread: float | None
+    cpu_ratio: float | None
+    load: float | None
+    cpus: int | None
+    remeasured: bool = False
+    first_reasons: list[str] = field(default_factory=list)
+
+
+def machine_load() -> tuple[float | None, int | None]:
+    """The 1-minute load average and the CPU count, None where the platform has none (Windows)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return load, os.cpu_count()
+
+
+def check_timing(
+    stats: Mapping[str, Sequence[LatencyStat]] | Sequence[LatencyStat],
+    *,
+    load: float | None = None,
+    cpus: int | None = None,
+) -> TimingCheck:
+    """Decide whether measured latencies are stable enough to report as figures.
+
+    Unstable when any contender's p90 is more than :data:`SPREAD_LIMIT` times
+    its median (and :data:`SPREAD_FLOOR_MS` above it), when the timing thread was on a CPU for less than
+    :data:`CPU_RATIO_LIMIT` of the time its calls took, or when the load
+    average exceeds :data:`LOAD_PER_CPU_LIMIT` runnable threads per CPU.  A
+    load above the CPU count alone is not enough (the load average trails by a
+    minute and counts this process too), but it is named beside another reason.
+    """
+    flat = [s for group in stats.values() for s in group] if isinstance(stats, Mapping) else list(stats)
+    reasons: list[str] = []
+    spreads = [
+        (s.p90_ms / s.median_ms, s) for s in flat if s.median_ms > 0 and s.iters >= 2 and s.p90_ms - s.median_ms > SPREAD_FLOOR_MS
+    ]
+    spread, worst = max(spreads, key=lambda t: t[0]) if spreads else (None, None)
+    ratios = [(s.cpu_ratio, s) for s in flat if s.cpu_ratio is not None]
+    cpu_ratio, starved = min(ratios, key=lambda t: t[0]) if ratios else (None, None)
+    if spread is not None and worst is not None and spread > SPREAD_LIMIT:
+        reasons.append(
+            f"{worst.label} at batch {worst.batch_size} varied from call to call "
+            f"(p90 {worst.p90_ms:.3g} ms is {spread:.1f}x its median {worst.median_ms:.3g} ms)"
+        )
+    if cpu_ratio is not None and starved is not None and cpu_ratio < CPU_RATIO_LIMIT:
+        reasons.append(
+            f"the timing thread was on a CPU only {cpu_ratio:.0%} of the time {starved.label} at batch "
+            f"{starved.batch_size} took (other processes had the CPU)"
+        )
+    if load is not None and cpus:
+        if load > LOAD_PER_CPU_LIMIT * cpus:
+            reasons.append(f"the machine was overloaded (load average {load:.1f} on {cpus} CPUs)")
+        elif reasons and load > cpus:
+            reasons.append(f"the machine was busy (load average {load:.1f} on {cpus} CPUs)")
+    return TimingCheck(not reasons, reasons, spread, cpu_ratio, load, cpus)
+
+
+def benchmark_checked(
+    models: Mapping[str, Callable[..., Any]],
+    make_input: Callable[[int], Any] | Mapping[str, Callable[[int], Any]],
+    settings: BenchmarkSettings,
+    *,
+    rounds: int = 10,
+    stage: str = "benchmark",
+) -> Generator[Progress, None, tuple[dict[str, list[LatencyStat]], TimingCheck]]:
+    """:func:`benchmark_interleaved`, then :func:`check_timing`; when unstable, measure once more.
+
+    Returns the figures and their check.  If the first measurement is
+    unstable, the second replaces it and its check (``remeasured=True``) is
+    returned: stable, or plainly unreliable.
+    """
+    results = yield from benchmark_interleaved(models, make_input, settings, rounds=rounds, stage=stage)
+    load, cpus = machine_load()
+    check = check_timing(results, load=load, cpus=cpus)
+    if check.stable:
+        return results, check
+    log.warning("timing was unstable (%s); measuring again", "; ".join(check.reasons))
+    yield Progress(stage, 0, 1, "the timing was unstable: measuring again")
+    again = yield from benchmark_interleaved(models, make_input, settings, rounds=rounds, stage=stage)
+    load, cpus = machine_load()
+    second = check_timing(again, load=load, cpus=cpus)
+    second.remeasured = True
+    second.first_reasons = check.reasons
+    return again, second
+
+
 def _example_tuple(example: Any) -> tuple[Any, ...]:
     return example if isinstance(example, tuple) else (example,)
 
 
-def _trace_or_script(model: nn.Module, example: Any) -> tuple[torch.jit.ScriptModule, str]:
+def _trace(model: nn.Module, example: Any) -> torch.jit.ScriptModule:
+    """``torch.jit.trace``; again with ``strict=False`` when the output is a dict (a transformers ModelOutput).
+
+    A strict trace refuses dict and list outputs because their structure could
+    change with the input; a model output's keys are fixed for a given
+    configuration, so the non-strict trace is right (and verified by callers).
+    """
+    try:
+        # check_trace re-traces and compares graphs, tripling the cost (seconds
+        # for resnet18); callers verify outputs themselves instead.
+        return torch.jit.trace(model, _example_tuple(example), check_trace=False)
+    except RuntimeError as exc:
+        if "strict=False" not in str(exc):
+            raise
+        log.info("tracing %s strictly failed on its output container; tracing with strict=False", type(model).__name__)
+        return torch.jit.trace(model, _example_tuple(example), check_trace=False, strict=False)
+
+
+#: How a model becomes TorchScript: ``auto`` traces and scripts when tracing fails or is unsafe;
+#: ``trace`` and ``script`` use that one way only.
+EXPORT_METHODS = ("auto", "trace", "script")
+
+
+def _script(model: nn.Module) -> torch.jit.ScriptModule:
+    try:
+        with eval_mode(model):
+            return torch.jit.script(model)
+    except Exception as exc:
+        raise ExportError(
+            f"could not script {type(model).__name__} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            "use the trace instead (export method auto or trace)",
+        ) from exc
+
+
+def _trace_or_script(model: nn.Module, example: Any, method: str = "auto") -> tuple[torch.jit.ScriptModule, str]:
     """Trace ``model`` (eval mode, no grad); script it when tracing fails or is unsafe.
+
+    ``method`` (:data:`EXPORT_METHODS`) forces one way: ``"script"`` only
+    scripts, ``"trace"`` keeps the trace even where the model branches on
+    tensor values (or raises :class:`ExportError` when tracing fails).
 
     Tracing is preferred because it handles far more Python (FX GraphModules,
     torchvision models) and gives freeze a flat graph.  But a trace records one
@@ -248,14 +410,16 @@ def _trace_or_script(model: nn.Module, example: Any) -> tuple[torch.jit.ScriptMo
     quantized models raise them for every stored scale and zero point, which
     are constants, so the trace is right.
     """
+    if method not in EXPORT_METHODS:
+        raise ExportError(f"unknown export method {method!r}", f"use one of {', '.join(EXPORT_METHODS)}")
+    if method == "script":
+        return _script(model), "scripted"
     trace_error: Exception | None = None
     traced: torch.jit.ScriptModule | None = None
     with eval_mode(model), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", torch.jit.TracerWarning)
         try:
-            # check_trace re-traces and compares graphs, tripling the cost (seconds
-            # for resnet18); callers verify outputs themselves instead.
-            traced = torch.jit.trace(model, _example_tuple(example), check_trace=False)
+            traced = _trace(model, example)
         except Exception as exc:  # tracing fails for many reasons (dict outputs, non-tensor args...)
             trace_error = exc
             log.info("tracing %s failed (%s); trying torch.jit.script", type(model).__name__, exc)
@@ -265,8 +429,13 @@ def _trace_or_script(model: nn.Module, example: Any) -> tuple[torch.jit.ScriptMo
         w for w in caught
         if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message)
     ]
-    if traced is not None and not control_flow:
+    if traced is not None and (not control_flow or method == "trace"):
         return traced, "traced"
+    if method == "trace":
+        raise ExportError(
+            f"could not trace {type(model).__name__} ({_first_line(trace_error)})",
+            "use scripting instead (export method auto or script)",
+        ) from trace_error
     try:
         with eval_mode(model):
             scripted = torch.jit.script(model)
@@ -300,7 +469,12 @@ def _freeze(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
         return module
 
 
-def to_torchscript(model: nn.Module, example: Any) -> tuple[torch.jit.ScriptModule, str]:
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def to_torchscript(model: nn.Module, example: Any, method: str = "auto") -> tuple[torch.jit.ScriptModule, str]:
     """Convert a (typically quantized) model to a frozen TorchScript module.
 
     Returns ``(module, "traced" | "scripted")``.  Measured on an FX INT8
@@ -308,10 +482,10 @@ def to_torchscript(model: nn.Module, example: Any) -> tuple[torch.jit.ScriptModu
     frozen trace runs in ~10 ms against ~12 ms for the eager GraphModule
     (15-25% faster: the per-node Python dispatch goes away and weights are
     constants), and its outputs are bit-identical, so we always freeze.  Raises :class:`ExportError` when the model can
-    neither be traced nor scripted.
+    neither be traced nor scripted (or not the one way ``method`` asks for).
     """
-    module, method = _trace_or_script(model, example)
-    return _freeze(module), method
+    module, used = _trace_or_script(model, example, method)
+    return _freeze(module), used
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

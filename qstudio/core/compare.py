@@ -20,6 +20,7 @@ from torch import nn
 
 from qstudio.core.data import Dataset
 from qstudio.core.flows.base import ISLAND_ATTR, QuantizedModel
+from qstudio.core.flows.dynamic import is_conv1d
 from qstudio.core.progress import Progress
 from qstudio.core.tensors import first_tensor, sqnr_db
 
@@ -55,9 +56,11 @@ class Evaluation:
     int8_accuracy: float | None
     agreement: float  # top-1 match with FP32
     output_sqnr_db: float
-    cosine: float  # mean cosine similarity of outputs (what matters for embeddings)
+    cosine: float  # mean cosine similarity of outputs (what matters for embeddings), always within [-1, 1]
     samples: int
     data: str
+    fp32_max_abs: float | None = None  # largest |y| of the FP32 outputs: near 0 means a collapsed (untrained) model
+    classes: int | None = None  # size of the main output's last dimension: chance agreement is 1 / classes
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _float_weight(ref: nn.Module) -> torch.Tensor | None:
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return weight * scale.reshape([-1] + [1] * (weight.dim() - 1))
     if isinstance(weight, torch.Tensor):
-        return weight
+        return weight.t() if is_conv1d(ref) else weight  # GPT-2's Conv1D stores (in, out); Linear has (out, in)
     if isinstance(ref, nn.Sequential) and len(ref) and isinstance(getattr(ref[0], "weight", None), torch.Tensor):
         return ref[0].weight  # fused ConvReLU/LinearReLU
     return None
@@ -179,24 +182,89 @@ def worst_layers(errors: list[LayerError], k: int) -> list[str]:
 
 
 # -- whole-model evaluation ---------------------------------------------------
+_MAIN_OUTPUT_KEYS = ("sentence_embedding", "logits", "last_hidden_state")
+
+
+def output_tensors(out: object) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output that are compared with FP32, dequantized.
+
+    A tensor is itself; a tuple or list (two heads, several feature maps) is
+    every tensor in it; a dict, or a transformers ModelOutput, is its main entry
+    when it has one (``logits``, ``sentence_embedding``, ``last_hidden_state``:
+    the rest are caches and hidden states), else every value.  Integer
+    tensors (indices, masks) are left out.
+    """
+    if isinstance(out, torch.Tensor):
+        t = out.dequantize() if out.is_quantized else out
+        return [t] if t.is_floating_point() else []
+    if isinstance(out, dict):
+        main = next((k for k in _MAIN_OUTPUT_KEYS if k in out), None)
+        return output_tensors(out[main]) if main is not None else output_tensors(list(out.values()))
+    if hasattr(out, "to_tuple"):  # a transformers ModelOutput that is not a dict
+        return output_tensors(out.to_tuple())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in output_tensors(item)]
+    return []
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """One row per index of the first dimension (a sample when it is the batch), at least one row."""
+    return t.reshape(1, -1) if t.dim() < 2 else t.reshape(t.shape[0], -1)
+
+
+def output_cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> float | None:
+    """Mean cosine similarity of two outputs (lists from :func:`output_tensors`): within [-1, 1].
+
+    Each tensor is cut into rows along its first dimension; a tensor's figure
+    is the mean of its rows' cosines and the output's the mean over its
+    tensors, so two heads count alike and an output whose first dimension is
+    not the batch (2N rows, a sequence-first tensor) is still an average.
+    """
+    per_tensor = []
+    for x, y in zip(a, b, strict=False):
+        if x.shape != y.shape or not x.numel():
+            continue
+        per_tensor.append(float(torch.nn.functional.cosine_similarity(_rows(x).double(), _rows(y).double(), dim=1).mean()))
+    return sum(per_tensor) / len(per_tensor) if per_tensor else None
+
+
 def evaluate(fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = 32) -> Generator[Progress, None, Evaluation]:
-    """Run both models over ``data``: accuracy when labeled, agreement, output SQNR and cosine always."""
+    """Run both models over ``data``: accuracy when labeled, agreement, output SQNR and cosine always.
+
+    Agreement compares the top-1 (argmax of the last dimension) of the main
+    output (:func:`~qstudio.core.tensors.first_tensor`); SQNR and cosine
+    cover every output tensor (:func:`output_tensors`), the cosine as a mean
+    per row (:func:`output_cosine`), weighted by the samples in each batch.
+    """
     total = data.num_batches(batch_size)
-    correct_f = correct_q = agree = 0
-    sig = noi = cos_sum = 0.0
+    correct_f = correct_q = 0
+    agree = sig = noi = cos_sum = 0.0
+    largest = 0.0
+    classes = None
     yield Progress("evaluate", 0, total)
     with torch.no_grad():
         for i, (x, y) in enumerate(data.batches(batch_size)):
-            a = first_tensor(fp32(x)).float()
-            b = first_tensor(int8(x)).float()
+            out_f, out_q = fp32(x), int8(x)
+            a = first_tensor(out_f).float()
+            b = first_tensor(out_q).float()
+            classes = a.shape[-1] if a.dim() else 1
             pa, pb = a.argmax(-1), b.argmax(-1)
-            agree += int((pa == pb).flatten().float().mean() * len(x))
+            agree += float((pa == pb).flatten().float().mean()) * len(x)
             if y is not None:
                 correct_f += int((pa == y).sum())
                 correct_q += int((pb == y).sum())
-            sig += float(a.pow(2).sum())
-            noi += float((a - b).pow(2).sum())
-            cos_sum += float(torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).sum())
+            ta, tb = output_tensors(out_f) or [a], output_tensors(out_q) or [b]
+            for u, v in zip(ta, tb, strict=False):
+                if u.shape != v.shape:
+                    continue
+                u, v = u.double(), v.double()
+                sig += float(u.pow(2).sum())
+                noi += float((u - v).pow(2).sum())
+                finite = u[torch.isfinite(u)]
+                if finite.numel():
+                    largest = max(largest, float(finite.abs().max()))
+            cos = output_cosine(ta, tb)
+            cos_sum += (0.0 if cos is None else cos) * len(x)
             yield Progress("evaluate", i + 1, total)
     n = len(data)
     labeled = data.labels is not None
@@ -204,11 +272,13 @@ def evaluate(fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = 
     return Evaluation(
         correct_f / n if labeled else None,
         correct_q / n if labeled else None,
-        agree / n,
+        round(agree) / n,
         out_db,
-        cos_sum / n,
+        min(1.0, max(-1.0, cos_sum / n)),
         n,
         data.description,
+        largest,
+        classes,
     )
 
 

@@ -32,6 +32,9 @@ from qstudio.core.fileio import atomic_write_bytes, check_target
 
 log = logging.getLogger(__name__)
 
+#: The largest difference between the reloaded file's outputs and the in-memory model's that passes.
+DEFAULT_ATOL = 1e-4
+
 
 @dataclass
 class ExportInfo:
@@ -44,6 +47,12 @@ class ExportInfo:
     verified: bool
 
 
+def _last_line(exc: BaseException) -> str:
+    """The message's last line: a TorchScript interpreter error ends with the actual error under its traceback."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -54,8 +63,9 @@ def export_torchscript(
     path: str | Path,
     example: torch.Tensor,
     *,
-    atol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
     check_inputs: Sequence[Any] = (),
+    method: str = "auto",
 ) -> ExportInfo:
     """Convert ``model`` with :func:`to_torchscript`, save it atomically at ``path`` and verify it.
 
@@ -70,10 +80,18 @@ def export_torchscript(
     ``check_inputs`` are further inputs (other samples, another batch size)
     the file must also reproduce: a traced model can bake in the example's
     shapes or a branch taken for it, and one input alone would not show that.
+
+    ``method`` is ``"auto"`` (trace, script where tracing fails or is unsafe),
+    ``"trace"`` or ``"script"``: the other way may convert a model the first
+    could not, or give a file that reloads and verifies.
     """
     path = Path(path)
     check_target(path, "TorchScript file")  # a bad location fails before minutes of conversion
-    module, method = to_torchscript(model, example)
+    if not atol >= 0:  # also NaN
+        raise ExportError(
+            f"the export tolerance {atol} is not a number >= 0", f"give a tolerance like {DEFAULT_ATOL:g}"
+        )
+    module, method = to_torchscript(model, example, method)
     buffer = io.BytesIO()
     try:
         # to memory, never to the file: torch's C++ zip writer reports a full disk by throwing from a
@@ -89,23 +107,32 @@ def export_torchscript(
         loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:
         raise ExportError(
-            f"the TorchScript serialized for {path} could not be loaded back ({_first_line(exc)})",
-            "export again; if it keeps failing, report it with the model",
+            f"the {method} TorchScript serialized for {path} could not be loaded back ({_first_line(exc)})",
+            f"export with the other conversion ({'scripting' if method == 'traced' else 'tracing'} instead of "
+            f"{'tracing' if method == 'traced' else 'scripting'}); if that fails too, report it with the model",
         ) from exc
     diff = 0.0
     loaded.eval()
     for i, x in enumerate([example, *check_inputs]):
+        which = "the example input" if i == 0 else f"check input {i} (the {method} file does not generalise)"
         with eval_mode(model), torch.no_grad():
             expected: Any = call_model(model, x)
-            actual: Any = call_model(loaded, x)
+            try:
+                actual: Any = call_model(loaded, x)
+            except Exception as exc:  # e.g. a trace that baked in the example's batch size
+                raise ExportError(
+                    f"the exported file fails on {which}: {_last_line(exc)}",
+                    f"export with the other conversion ({'scripting' if method == 'traced' else 'tracing'}), "
+                    "or make forward() free of shapes and branches fixed at trace time",
+                ) from exc
         diff = max(diff, output_max_abs_diff(expected, actual))
         if diff <= atol:  # also catches NaN
             continue
-        which = "the example input" if i == 0 else f"check input {i} (the {method} file does not generalise)"
         raise ExportError(
             f"the exported model's outputs differ from the in-memory model by {diff:.3g} on {which} (more than {atol:g})",
             "check the model has no randomness or data-dependent control flow in eval mode, "
-            "or raise the tolerance if this difference is acceptable",
+            "try the other conversion (scripting or tracing), "
+            "or raise the export tolerance above the difference if it is acceptable",
         )
     atomic_write_bytes(path, data, "TorchScript file")  # ExportError on a full or read-only disk, earlier file kept
     size_mb = len(data) / 1e6

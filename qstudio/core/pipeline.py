@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from qstudio.core import benchmark as bench
-from qstudio.core import compare, fusion
+from qstudio.core import compare, fusion, verdicts
 from qstudio.core.data import Dataset, load_dataset
 from qstudio.core.environment import check_backend, environment_info
 from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
-from qstudio.core.export import ExportInfo, export_torchscript
+from qstudio.core.export import DEFAULT_ATOL, ExportInfo, export_torchscript
 from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
 from qstudio.core.flows.base import forward_error
 from qstudio.core.inputs import check_fits
@@ -83,6 +83,9 @@ class RunResult:
     warnings: list[str]
     environment: dict[str, Any]
     export: ExportInfo | None = None
+    export_error: str | None = None  # why the export at the end of the run failed; the run itself is kept
+    verdicts: list[verdicts.Verdict] = field(default_factory=list)  # typed warnings; their texts are in ``warnings`` too
+    timing: bench.TimingCheck | None = None  # whether the latency figures are stable (re-measured once if not)
     quantized: QuantizedModel | None = field(default=None, repr=False, compare=False)
     # inputs for exporting later from the window: the trace example and a second batch to verify against
     example: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -144,7 +147,10 @@ class RunResult:
             "total_seconds": self.total_seconds,
             "random_data": self.random_data,
             "warnings": self.warnings,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "timing": dataclasses.asdict(self.timing) if self.timing else None,
             "export": self.export.path if self.export else None,
+            "export_error": self.export_error,
             "export_check": dataclasses.asdict(self.export) if self.export else None,
             "environment": self.environment,
             "recipe": self.recipe.to_dict(),
@@ -257,9 +263,18 @@ def _guarded(
 
 
 def run_recipe(
-    recipe: Recipe, loaded: LoadedModel, *, export: str | Path | None = None
+    recipe: Recipe,
+    loaded: LoadedModel,
+    *,
+    export: str | Path | None = None,
+    export_tolerance: float = DEFAULT_ATOL,
+    export_method: str = "auto",
 ) -> Generator[Progress, None, RunResult]:
-    """Quantize ``loaded`` as ``recipe`` says, measure it against FP32, optionally export."""
+    """Quantize ``loaded`` as ``recipe`` says, measure it against FP32, optionally export.
+
+    A failed export does not lose the run: the error is kept on the result
+    (``export_error``, and a loud verdict) for the caller to report.
+    """
     started = time.perf_counter()
     if loaded.scripted:
         raise FlowError(
@@ -327,8 +342,8 @@ def run_recipe(
     contenders = {"FP32 eager": model, "INT8": int8_script}
     if fp32_script is not None:
         contenders["FP32 TorchScript"] = fp32_script
-    latencies = yield from _guarded(
-        bench.benchmark_interleaved(contenders, make_input, recipe.benchmark),
+    latencies, timing = yield from _guarded(
+        bench.benchmark_checked(contenders, make_input, recipe.benchmark),
         model, "benchmark", max(recipe.benchmark.batch_sizes), "benchmark.batch_sizes",
     )
     fp32_lat, int8_lat = latencies["FP32 eager"], latencies["INT8"]
@@ -356,15 +371,24 @@ def run_recipe(
         quantized=q,
         example=example,
         check_input=data.eval.sample(4),
+        timing=timing,
     )
     if export is not None:
         yield Progress("export", 0, 1, f"writing {export}")
-        export_result(result, export)
+        try:
+            export_result(result, export, atol=export_tolerance, method=export_method)
+        except QStudioError as exc:  # the figures stand without the file: keep them, say why it is missing
+            result.export_error = str(exc)
+        except Exception as exc:  # an unexpected fault in conversion or verification must not lose the run either
+            log.info("export failed", exc_info=True)  # the traceback only with --verbose
+            line = (str(exc).strip().splitlines() or [""])[0]
+            result.export_error = f"the export failed with {type(exc).__name__}{': ' + line if line else ''}."
         yield Progress("export", 1, 1)
+    verdicts.apply(result, int8_script, make_input, model)
     return result
 
 
-def export_result(result: RunResult, path: str | Path) -> ExportInfo:
+def export_result(result: RunResult, path: str | Path, *, atol: float = DEFAULT_ATOL, method: str = "auto") -> ExportInfo:
     """Export a finished run's INT8 model as verified TorchScript.
 
     The file must reproduce a second batch of other samples too, not only the
@@ -373,9 +397,10 @@ def export_result(result: RunResult, path: str | Path) -> ExportInfo:
     if result.quantized is None or result.example is None:
         raise FlowError("this run has no quantized model in memory", "run the quantization again, then export")
     checks = [result.check_input] if result.check_input is not None else []
-    info = export_torchscript(result.quantized.module, path, result.example, check_inputs=checks)
+    info = export_torchscript(result.quantized.module, path, result.example, atol=atol, check_inputs=checks, method=method)
     result.export = info
     return info
+
 
 # -- the run's plan: one progress bar for the whole run -----------------------------------------
 def _calls(batches: int, batch_size: int) -> float:

@@ -234,6 +234,7 @@ def _cards(result: RunResult) -> list[Card]:
 
 
 def _warnings(result: RunResult) -> list[str]:
+    """The warnings box: critical verdicts (slowdown, collapse, unreliable timing, failed export) first, in red."""
     out: list[str] = []
     if result.random_data:
         out.append(
@@ -242,7 +243,10 @@ def _warnings(result: RunResult) -> list[str]:
     for w in [*result.warnings, *result.coverage.warnings]:
         if w not in out:
             out.append(w)
-    return out
+    severity = {v.text: v.severity for v in getattr(result, "verdicts", None) or ()}
+    critical = [w for w in out if severity.get(w) == "critical"]
+    loud = [Markup('<strong class="bad">{}</strong>').format(w) for w in critical]
+    return loud + [w for w in out if w not in critical]
 
 
 # --------------------------------------------------------------------------- SVG helpers

@@ -150,6 +150,17 @@ def result_warnings(result: RunResult) -> list[str]:
     return out
 
 
+def banner_text(result: RunResult, warnings: list[str]) -> str:
+    """The banner's text: plain, or rich text with the critical verdicts (slowdown, collapse ...) first, red and bold."""
+    severity = {v.text: v.severity for v in getattr(result, "verdicts", None) or ()}
+    critical = [w for w in warnings if severity.get(w) == "critical"]
+    if not critical:
+        return "⚠ " + "\n⚠ ".join(warnings) if warnings else ""
+    loud = [f'<b style="color:#b00020">⚠ {html.escape(w, quote=False)}</b>' for w in critical]
+    rest = [f"⚠ {html.escape(w, quote=False)}" for w in warnings if w not in critical]
+    return "<br>".join(loud + rest)
+
+
 def history_row(index: int, result: RunResult) -> list[str]:
     """One History-table row: #, mode, backend, accuracy/agreement, INT8 ms, speedup, size, skipped."""
     q = result.int8.accuracy
@@ -667,7 +678,7 @@ class ResultsPanel(QWidget):
             self.cards[name].show_text(text)
         self._fit_cards(self.width())
         warnings = result_warnings(result)
-        self.banner.setText("⚠ " + "\n⚠ ".join(warnings) if warnings else "")
+        self.banner.setText(banner_text(result, warnings))
         self.banner.setVisible(bool(warnings))
         self.banner_scroll.setVisible(bool(warnings))
         self._fit_banner()

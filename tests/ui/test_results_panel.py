@@ -96,8 +96,10 @@ def test_cards_show_the_result_figures(panel, result):
     n_q = len(result.coverage.quantized_layers)
     assert value == f"{n_q} of {n_q + len(result.coverage.float_layers)} layers INT8"
 
-    assert not result.random_data and not result.warnings
-    assert panel.banner.isHidden()
+    assert not result.random_data
+    # a clean run on real data warns of nothing, except timing measured on a machine too busy to trust it
+    assert all(w.startswith("UNRELIABLE TIMING") for w in result.warnings)
+    assert panel.banner.isHidden() == (not result.warnings)
     assert panel.cards["accuracyCard"].property("warn") is False
 
 

@@ -60,12 +60,44 @@ def _full_range_activations(model: nn.Module) -> None:
             module.version = 3
 
 
-def _targets(inp: FlowInput) -> dict[str, object]:
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's ``transformers.pytorch_utils.Conv1D``: a Linear whose weight is stored transposed, ``(in, out)``.
+
+    Recognised by class name and shape, without importing transformers: a
+    ``Conv1D`` with an ``nf`` attribute (its output features) and a 2-D weight.
+    """
+    weight = getattr(module, "weight", None)
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and isinstance(weight, torch.Tensor) and weight.dim() == 2
+
+
+def conv1d_as_linear(model: nn.Module) -> int:
+    """Replace every GPT-2 ``Conv1D`` in ``model`` (in place) with the ``nn.Linear`` it is; returns how many.
+
+    Conv1D computes ``x @ W + b`` with ``W`` of shape ``(in, out)``: a Linear
+    with weight ``W.T``.  quantize_dynamic only knows ``nn.Linear``, so
+    without this GPT-2's attention and MLP projections stay float.
+    """
+    found = [(name, m) for name, m in model.named_modules() if name and is_conv1d(m)]
+    for name, conv in found:
+        weight = conv.weight.detach()
+        bias = getattr(conv, "bias", None)
+        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight.t())
+            if bias is not None:
+                linear.bias.copy_(bias.detach())
+        linear.train(conv.training)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, linear)
+    return len(found)
+
+
+def _targets(inp: FlowInput, model: nn.Module | None = None) -> dict[str, object]:
     s = inp.recipe.settings
     skip = tuple(s.skip)
     spec: dict[str, object] = {}
-    for name, module in inp.model.named_modules():
-        if type(module) not in DYNAMIC_TYPES or not name:
+    for name, module in (inp.model if model is None else model).named_modules():
+        if not (type(module) in DYNAMIC_TYPES or is_conv1d(module)) or not name:
             continue
         if any(name == k or name.startswith(k + ".") for k in skip):
             continue
@@ -93,6 +125,8 @@ class Dynamic:
         yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
         start = time.perf_counter()
         model = copy.deepcopy(inp.model).eval()
+        if conv1d_as_linear(model):
+            spec = _targets(inp, model)  # the Conv1Ds are Linears now: Linear's qconfig (per-channel) applies
         with refusals("quantize_dynamic", model):
             quantized = quantize_dynamic(model, qconfig_spec=spec, inplace=True)
         if not reduce_range(s, dynamic=True):

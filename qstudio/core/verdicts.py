@@ -1,0 +1,536 @@
+"""Honest verdicts on a run: the figures that must not be read as results without a word.
+
+A :class:`~qstudio.core.pipeline.RunResult` holds numbers; some of them
+describe a failure rather than a result.  This module says so, as typed
+:class:`Verdict` objects (severity, code, text) that the pipeline appends to
+the run's warnings, so the CLI, the JSON, the HTML report and the window all
+show them:
+
+* ``slowdown`` - INT8 is slower than FP32 eager or than the fastest FP32 path
+  measured; the cause comes from a per-operator profile of the INT8 model
+  (share of time converting between INT8 and float, in ops still running in
+  float, in layout copies) and the remedy names the blocks to keep in float or
+  another backend;
+* ``collapse`` - INT8 outputs far from FP32 (cosine, agreement), or FP32
+  outputs themselves near zero (untrained BatchNorm statistics), naming the
+  first layer whose SQNR falls below :data:`LAYER_SQNR_DB`;
+* ``unreliable-timing`` - the benchmark measured twice and its figures were
+  still unstable (see :func:`~qstudio.core.benchmark.check_timing`);
+* ``export-failed`` - the run was kept but its export failed.
+
+Qt-free; nothing here changes a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from qstudio.core.benchmark import LatencyStat, call_model, eval_mode
+from qstudio.core.compare import is_quantized_module
+from qstudio.core.formatting import fmt_db
+
+if TYPE_CHECKING:
+    from qstudio.core.flows import QuantizedModel
+    from qstudio.core.pipeline import RunResult
+
+log = logging.getLogger(__name__)
+
+#: Severities, loudest first.  ``critical`` verdicts are shown in red and bold everywhere.
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITIES = (CRITICAL, WARNING, INFO)
+
+#: Below this cosine to FP32 the INT8 outputs are not the model's any more.
+COLLAPSE_COSINE = 0.9
+#: Below this top-1 agreement (where chance agreement is at most :data:`CHANCE_LIMIT`) INT8 predicts something else.
+COLLAPSE_AGREEMENT = 0.5
+CHANCE_LIMIT = 0.25
+#: FP32 outputs whose largest magnitude is below this are no signal: an untrained (random BatchNorm) model.
+NEAR_ZERO = 1e-6
+#: The layer named as where a collapse starts: the first (in model order) below this activation SQNR.
+LAYER_SQNR_DB = 15.0
+#: Forward passes profiled for the cause of a slowdown (after two untimed ones).
+PROFILE_RUNS = 5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    severity: str  # one of SEVERITIES
+    code: str  # "slowdown", "collapse", "unreliable-timing", "export-failed"
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+# -- the profile behind a slowdown ------------------------------------------------------------
+QDQ, FLOAT, LAYOUT, INT8, OTHER = "quantize/dequantize", "float ops", "layout copies", "INT8 kernels", "other"
+_LAYOUT_OPS = {
+    "aten::contiguous",
+    "aten::permute",
+    "aten::transpose",
+    "aten::clone",
+    "aten::copy_",
+    "aten::_to_copy",
+    "aten::to",
+    "aten::reshape",
+    "aten::t",
+    "aten::expand",
+    "aten::repeat",
+    "aten::as_strided",
+    "aten::view",
+    "aten::flatten",
+    "aten::unsqueeze",
+    "aten::squeeze",
+    "aten::select",
+    "aten::slice",
+    "aten::narrow",
+    "aten::chunk",
+    "aten::split",
+    "aten::unbind",
+    "aten::_reshape_alias",
+    "aten::channel_shuffle",
+    "aten::pixel_shuffle",
+    "aten::contiguous_format",
+}
+_BOOKKEEPING_OPS = {
+    "aten::empty",
+    "aten::empty_like",
+    "aten::empty_strided",
+    "aten::_empty_affine_quantized",
+    "aten::_empty_per_channel_affine_quantized",
+    "aten::item",
+    "aten::_local_scalar_dense",
+    "aten::q_scale",
+    "aten::q_zero_point",
+    "aten::qscheme",
+    "aten::resize_",
+    "aten::size",
+    "aten::zeros",
+    "aten::fill_",
+    "aten::zero_",
+    "aten::detach",
+    "aten::lift_fresh",
+    "aten::scalar_tensor",
+}
+_FLOAT_DTYPES = ("float", "double", "c10::Half", "c10::BFloat16")
+
+
+def op_category(name: str, input_dtypes: Sequence[str] = ()) -> str:
+    """Which of :data:`QDQ`, :data:`LAYOUT`, :data:`INT8`, :data:`FLOAT`, :data:`OTHER` a profiled op belongs to."""
+    if "quantize_per" in name or name.endswith("::dequantize") or "choose_qparams" in name:
+        return QDQ
+    if name in _LAYOUT_OPS:
+        return LAYOUT
+    if (
+        name.startswith(("quantized::", "_quantized::", "aten::quantized_", "aten::q_"))
+        and name not in _BOOKKEEPING_OPS
+    ):
+        return INT8
+    if name in _BOOKKEEPING_OPS or not name.startswith("aten::"):
+        return OTHER  # allocation and scale look-ups, the TorchScript interpreter ("forward"), Python frames
+    dtypes = [d for d in input_dtypes if d]
+    if any(d.startswith(("c10::quint", "c10::qint")) for d in dtypes):
+        return INT8  # an aten op dispatched to its quantized kernel (relu, pooling on quint8)
+    if any(d in _FLOAT_DTYPES for d in dtypes):
+        return FLOAT
+    return OTHER
+
+
+@dataclass
+class OpProfile:
+    """Where an INT8 model's time goes: share per category, the costliest ops, and the float ops' owners."""
+
+    batch_size: int
+    shares: dict[str, float]  # category -> share of the profiled self CPU time (sums to 1)
+    top_ops: list[tuple[str, str, float]]  # (op, category, share), costliest first
+    float_modules: list[str] = field(default_factory=list)  # where float ops run between INT8 ones: "layer1.0 (add)"
+    float_blocks: list[str] = field(default_factory=list)  # the blocks holding them: what --skip would keep in float
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.shares.get(c, 0.0):.0%} {c}" for c in (QDQ, FLOAT, LAYOUT, INT8) if self.shares.get(c, 0.0) >= 0.005
+        ]
+        ops = ", ".join(f"{op.split('::')[-1]} {share:.0%}" for op, _c, share in self.top_ops[:3])
+        return f"{', '.join(parts) or 'no op stands out'} of its time (costliest: {ops})"
+
+
+def profile_ops(model: Callable[..., Any], example: Any, *, runs: int = PROFILE_RUNS, batch_size: int = 1) -> OpProfile:
+    """Self CPU time per operator over ``runs`` forward passes of ``model`` (two untimed first), by category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for _ in range(2):
+            call_model(model, example)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(runs):
+                call_model(model, example)
+    by_cat: Counter[str] = Counter()
+    by_op: Counter[tuple[str, str]] = Counter()
+    for event in prof.events():
+        t = float(event.self_cpu_time_total)
+        if t <= 0:
+            continue
+        cat = op_category(event.name, event.input_dtypes or ())
+        by_cat[cat] += t
+        by_op[(event.name, cat)] += t
+    total = sum(by_cat.values()) or 1.0
+    shares = {c: t / total for c, t in by_cat.items()}
+    top = [(op, cat, t / total) for (op, cat), t in by_op.most_common(8)]
+    return OpProfile(batch_size, shares, top)
+
+
+# -- which modules run float ops between INT8 ones ------------------------------------------------
+_NOT_COMPUTE = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
+_TRIVIAL_TARGETS = {
+    "size",
+    "dim",
+    "view",
+    "reshape",
+    "flatten",
+    "getitem",
+    "getattr",
+    "dequantize",
+    "shape",
+    "numel",
+    "contiguous",
+    "to",
+    "type",
+}
+
+
+def _target_name(target: Any) -> str:
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+def _is_float(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and not value.is_quantized
+    if isinstance(value, (list, tuple)):
+        return any(_is_float(v) for v in value)
+    if isinstance(value, dict):
+        return any(_is_float(v) for v in value.values())
+    return False
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def float_op_modules(q: QuantizedModel, example: Any) -> list[tuple[str, str, str]]:
+    """``(block, module, op)`` for every op of ``q.module`` that computes on float inputs, in model order.
+
+    An FX GraphModule is run node by node (``torch.fx.Interpreter``): a node
+    whose inputs hold a float tensor is a float op.  A float leaf module is
+    named by itself (``module``) and its parent (``block``); a function by the
+    module whose forward calls it (both; ``""`` for the model's own forward).
+    Other models (eager mode) are watched with forward hooks on their leaf
+    modules.  Dynamic quantization is left out: its layers take float inputs
+    by design.  Names are the user's (see :meth:`QuantizedModel.user_name`).
+    """
+    if q.mode == "dynamic":
+        return []
+    found: list[tuple[str, str]] = []
+    graph_modules = [(n, m) for n, m in q.module.named_modules() if isinstance(m, torch.fx.GraphModule)]
+    if graph_modules:
+        prefix, gm = graph_modules[0]
+        modules = dict(gm.named_modules())
+
+        class Watch(torch.fx.Interpreter):
+            def run_node(self, node: torch.fx.Node) -> Any:
+                args, kwargs = self.fetch_args_kwargs_from_env(node)
+                if node.op in ("call_function", "call_method", "call_module") and _is_float((args, kwargs)):
+                    target = _target_name(node.target)
+                    sub = modules.get(node.target) if node.op == "call_module" else None
+                    if node.op == "call_module":
+                        if sub is not None and not isinstance(sub, _NOT_COMPUTE) and not is_quantized_module(sub):
+                            name = f"{prefix}.{target}" if prefix else target
+                            found.append((_parent(name), name, type(sub).__name__))
+                    elif target not in _TRIVIAL_TARGETS and "quantize" not in target:
+                        stack = node.meta.get("nn_module_stack") or {}
+                        owner = next(reversed(stack), "") if stack else ""
+                        owner = f"{prefix}.{owner}" if prefix and owner else (owner or prefix)
+                        found.append((owner, owner, target))
+                return super().run_node(node)
+
+        with eval_mode(gm), torch.no_grad():
+            Watch(gm).run(*(example if isinstance(example, tuple) else (example,)))
+    else:
+        handles = []
+        for name, module in q.module.named_modules():
+            if list(module.children()) or is_quantized_module(module) or isinstance(module, _NOT_COMPUTE):
+                continue
+            if type(module).__name__ in ("QuantStub", "DeQuantStub", "Quantize", "DeQuantize"):
+                continue
+
+            def hook(_m: nn.Module, inputs: Any, _out: Any, name: str = name) -> None:
+                if _is_float(inputs):
+                    found.append((_parent(name), name, type(_m).__name__))
+
+            handles.append(module.register_forward_hook(hook))
+        try:
+            with eval_mode(q.module), torch.no_grad():
+                call_model(q.module, example)
+        finally:
+            for h in handles:
+                h.remove()
+    seen: dict[tuple[str, str, str], None] = {}
+    for block, name, op in found:
+        seen[(q.user_name(block) if block else "", q.user_name(name) if name else "", op)] = None
+    return list(seen)
+
+
+# -- the verdicts -------------------------------------------------------------------------------
+def _by_batch(stats: Sequence[LatencyStat]) -> dict[int, LatencyStat]:
+    return {s.batch_size: s for s in stats}
+
+
+def _slow_batches(result: RunResult) -> list[tuple[int, float, list[tuple[str, float]]]]:
+    """``(batch, int8 ms, [(baseline, ms) INT8 is slower than])`` for each batch size INT8 lost at."""
+    eager, deploy = _by_batch(result.fp32.latency), _by_batch(result.fp32_deploy)
+    out = []
+    for s in sorted(result.int8.latency, key=lambda s: s.batch_size):
+        lost = [
+            (label, base[s.batch_size].median_ms)
+            for label, base in (("FP32 eager", eager), ("frozen TorchScript FP32", deploy))
+            if s.batch_size in base and s.median_ms > base[s.batch_size].median_ms > 0
+        ]
+        if lost:
+            out.append((s.batch_size, s.median_ms, lost))
+    return out
+
+
+def _names(names: Sequence[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _other_backend(result: RunResult) -> str:
+    backend = result.recipe.settings.backend
+    return "onednn" if backend in ("x86", "fbgemm") else "x86"
+
+
+def slowdown(
+    result: RunResult,
+    int8_model: Callable[..., Any] | None = None,
+    make_input: Callable[[int], Any] | None = None,
+) -> list[Verdict]:
+    """A loud verdict when INT8's median latency is above FP32 eager's or the fastest FP32 path's."""
+    slow = _slow_batches(result)
+    if not slow:
+        return []
+    worst_batch = max(slow, key=lambda t: t[1] / min(ms for _l, ms in t[2]))[0]
+    figures = "; ".join(
+        f"batch {b}: INT8 {ms:.3g} ms vs "
+        + ", ".join(f"{label} {base:.3g} ms ({ms / base:.2f}x as long)" for label, base in lost)
+        for b, ms, lost in slow
+    )
+    text = f"INT8 IS SLOWER THAN FP32 on this machine ({figures})."
+    profile = None
+    if int8_model is not None:
+        try:
+            example = make_input(worst_batch) if make_input is not None else result.example
+            profile = profile_ops(int8_model, example, batch_size=worst_batch)
+            if result.quantized is not None:
+                found = float_op_modules(result.quantized, result.example)
+                profile.float_modules = [f"{name or 'forward()'} ({op})" for _block, name, op in found]
+                profile.float_blocks = list(dict.fromkeys(block for block, _name, _op in found if block))
+        except Exception as exc:  # a profile is an explanation; its failure must not lose the run
+            log.warning("profiling the INT8 model failed: %s", exc)
+            profile = None
+    text += " " + _cause_and_remedy(result, profile, worst_batch)
+    return [Verdict(CRITICAL, "slowdown", text)]
+
+
+def _cause_and_remedy(result: RunResult, profile: OpProfile | None, batch: int) -> str:
+    """The profile's reading of a slowdown, then what to do about it, chosen by where the time goes."""
+    other = _other_backend(result)
+    cov = result.coverage
+    if profile is None:
+        return (
+            "Cause unknown (the INT8 model could not be profiled). "
+            f"Try another backend (--backend {other}), or keep the model in FP32."
+        )
+    s = profile.shares
+    qdq, flt, layout, int8 = (s.get(c, 0.0) for c in (QDQ, FLOAT, LAYOUT, INT8))
+    cause = f"Cause: a profile of the INT8 model at batch {batch} puts {profile.describe()}."
+    floats, blocks = profile.float_modules, profile.float_blocks
+    keep = (
+        f"Keep those blocks in float (--skip {' '.join(blocks[:5])}) so fewer conversions remain"
+        if blocks
+        else "They sit in the model's own forward(), outside any block --skip could keep in float: "
+        "write them as modules (nn.ReLU rather than torch.relu) so they can be fused or quantized, keep the model in FP32"
+    )
+    float_ops = [op.split("::")[-1] for op, cat, _share in profile.top_ops if cat == FLOAT][:3]
+    mostly_float = (
+        f"Most of the time goes to ops that stay in float ({', '.join(float_ops) or 'float ops'}); INT8 only "
+        f"speeds up the {int8:.0%} in INT8 kernels, and the FP32 baseline runs the rest as fast or faster. "
+    )
+    if result.recipe.mode == "dynamic":  # its kernels quantize their input inside: INT8 time includes the conversion
+        if flt >= max(int8 + qdq, layout):
+            remedy = (
+                mostly_float + "Use static quantization (--mode fx) to quantize more of the model, or keep it in FP32."
+            )
+        else:
+            remedy = (
+                "Dynamic quantization converts every Linear input to INT8 on each call (inside the INT8 kernels); at "
+                "these sizes that costs more than the INT8 arithmetic saves. Keep the small layers in float (--skip), "
+                "benchmark a larger batch, or use static quantization (--mode fx)."
+            )
+    elif qdq >= max(flt, layout, int8, 0.2) or (flt >= max(layout, int8) and floats):
+        if floats:
+            remedy = (
+                f"Ops run in float between INT8 layers in {_names(floats)}, each needing a dequantize before and a "
+                f"quantize after. {keep}, or try another backend (--backend {other})."
+            )
+        else:
+            remedy = (
+                "The model does too little arithmetic for INT8 to pay: converting its input to INT8 and its output back "
+                "costs more than the INT8 kernels save. Keep it in FP32, or benchmark a larger batch size."
+            )
+    elif flt >= max(layout, int8):
+        remedy = mostly_float + "Quantize more of the model (check coverage and the skip list) or keep it in FP32."
+    elif layout >= int8:
+        remedy = (
+            "Layout copies (permute/contiguous) between INT8 kernels carry the time: the kernels want another memory "
+            f"layout. Try another backend (--backend {other})."
+        )
+    else:
+        remedy = (
+            "The INT8 kernels themselves are slower than FP32's here: this CPU may lack fast INT8 instructions "
+            f"(VNNI/AMX, see the environment). Try another backend (--backend {other}) or keep the model in FP32."
+        )
+    if cov.float_layers and len(cov.quantized_layers) < len(cov.float_layers):
+        remedy += (
+            f" Note that most weighted layers stay in float ({_names(cov.float_layers)}): they gain nothing from INT8."
+        )
+    return f"{cause} {remedy}"
+
+
+def _initial_batchnorms(model: nn.Module | None) -> int:
+    """BatchNorm layers still holding their initial statistics (mean 0, variance 1): never trained."""
+    if model is None:
+        return 0
+    return sum(
+        1
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.running_mean is not None
+        and m.running_var is not None
+        and bool((m.running_mean == 0).all())
+        and bool((m.running_var == 1).all())
+    )
+
+
+def first_bad_layer(result: RunResult, limit_db: float = LAYER_SQNR_DB) -> str | None:
+    """The first layer, in model order, whose activation (else weight) SQNR is below ``limit_db``: 'name (type, x dB)'."""
+    order = {name: i for i, name in enumerate(result.coverage.quantized_layers)}
+    bad = [e for e in result.layers if e.worst_db() < limit_db]
+    if not bad:
+        return None
+    first = min(bad, key=lambda e: order.get(e.name, math.inf))
+    return f"{first.name} ({first.type}, {fmt_db(first.worst_db())} dB)"
+
+
+def collapse(result: RunResult, fp32_model: nn.Module | None = None) -> list[Verdict]:
+    """A loud verdict when INT8's outputs are far from FP32's, or FP32's own outputs are near zero."""
+    ev = result.evaluation
+    chance = 1 / ev.classes if ev.classes else None
+    where = first_bad_layer(result)
+    start = (
+        f" The first layer below {LAYER_SQNR_DB:g} dB SQNR is {where}: the error starts there."
+        if where
+        else f" No layer falls below {LAYER_SQNR_DB:g} dB SQNR: the error builds up over the model or in ops between its layers."
+    )
+    if ev.fp32_max_abs is not None and ev.fp32_max_abs < NEAR_ZERO:
+        bns = _initial_batchnorms(fp32_model)
+        why = (
+            f" {bns} BatchNorm layers still hold their initial statistics (mean 0, variance 1): the model was never "
+            "trained or its trained weights were not loaded."
+            if bns
+            else " The model looks untrained (random weights, or BatchNorm statistics that were never set)."
+        )
+        text = (
+            f"FP32 OUTPUTS ARE NEAR ZERO: the float model's largest output is {ev.fp32_max_abs:.2g} (below {NEAR_ZERO:g}), "
+            f"so cosine {ev.cosine:.4f} and agreement {ev.agreement:.0%} compare noise, not the model.{why} "
+            "Load trained weights; for a random-weight trial, run a few batches in train mode first so BatchNorm "
+            f"has realistic statistics.{start}"
+        )
+        return [Verdict(CRITICAL, "collapse", text)]
+    reasons = []
+    if ev.cosine < COLLAPSE_COSINE:
+        reasons.append(f"cosine to FP32 {ev.cosine:.4f} (below {COLLAPSE_COSINE:g})")
+    if ev.agreement < COLLAPSE_AGREEMENT and chance is not None and chance <= CHANCE_LIMIT:
+        reasons.append(f"top-1 agreement {ev.agreement:.0%} (chance is {chance:.0%})")
+    if not reasons:
+        return []
+    text = (
+        f"INT8 OUTPUTS COLLAPSED: {' and '.join(reasons)}; these figures describe a broken model, not a result.{start} "
+        "Keep that layer (or its block) in float (--skip, or --skip-worst K), or calibrate with more, real data."
+    )
+    return [Verdict(CRITICAL, "collapse", text)]
+
+
+def unreliable_timing(result: RunResult) -> list[Verdict]:
+    """A loud verdict when the benchmark measured twice and was still unstable."""
+    timing = getattr(result, "timing", None)
+    if timing is None or timing.stable:
+        return []
+    again = " (measured twice: still unstable)" if timing.remeasured else ""
+    text = (
+        f"UNRELIABLE TIMING: the latencies and speedups may be off by a large factor{again}: "
+        f"{'; '.join(timing.reasons)}. Re-run on an idle machine (close other programs), or with fewer --threads."
+    )
+    return [Verdict(CRITICAL, "unreliable-timing", text)]
+
+
+def export_failed(result: RunResult) -> list[Verdict]:
+    error = getattr(result, "export_error", None)
+    if not error:
+        return []
+    return [Verdict(CRITICAL, "export-failed", f"EXPORT FAILED, the run's figures were kept: {error}")]
+
+
+def judge(
+    result: RunResult,
+    int8_model: Callable[..., Any] | None = None,
+    make_input: Callable[[int], Any] | None = None,
+    fp32_model: nn.Module | None = None,
+) -> list[Verdict]:
+    """Every verdict on ``result``, loudest kinds first.  ``int8_model`` (what was benchmarked) is profiled on a slowdown."""
+    return [
+        *export_failed(result),
+        *collapse(result, fp32_model),
+        *slowdown(result, int8_model, make_input),
+        *unreliable_timing(result),
+    ]
+
+
+def apply(
+    result: RunResult,
+    int8_model: Callable[..., Any] | None = None,
+    make_input: Callable[[int], Any] | None = None,
+    fp32_model: nn.Module | None = None,
+) -> list[Verdict]:
+    """:func:`judge` ``result`` and record the verdicts on it: ``result.verdicts`` and, as text, ``result.warnings``."""
+    found = judge(result, int8_model, make_input, fp32_model)
+    for v in found:
+        if v not in result.verdicts:
+            result.verdicts.append(v)
+        if v.text not in result.warnings:
+            result.warnings.append(v.text)
+    return found
+
+
+def severity_of(result: Any, text: str) -> str | None:
+    """The severity of one of ``result.warnings`` when it is a verdict's text, else None."""
+    for v in getattr(result, "verdicts", None) or ():
+        if v.text == text:
+            return v.severity
+    return None
