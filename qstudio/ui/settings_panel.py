@@ -44,7 +44,9 @@ MODE_ITEMS = (
 )
 MODE_HINTS = {
     "fx": "Traces the model with torch.fx and places observers itself; handles residual + and torch.cat.",
-    "eager": "qstudio adds QuantStub/DeQuantStub; residual + and torch.cat need FX mode.",
+    "eager": "Uses the model's own QuantStub/DeQuantStub, FloatFunctional and fuse_model() when it has them "
+    "(torchvision's quantizable models); otherwise qstudio adds the stubs, and a plain residual + or torch.cat "
+    "needs FX mode.",
     "qat": "Trains with fake quantization for a few epochs to win back accuracy; needs labeled training data.",
     "dynamic": "Linear/LSTM/GRU weights in int8, activations quantized on the fly; no calibration needed.",
 }
