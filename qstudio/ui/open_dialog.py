@@ -33,7 +33,10 @@ WEIGHT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors"}
 def torchvision_names() -> list[str]:
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    models = torchvision.models
+    # classification models, then their quantization-ready twins (own QuantStub/DeQuantStub and fuse_model(),
+    # built float: the flow of PyTorch's eager-mode tutorials)
+    return sorted(models.list_models(module=models)) + sorted(models.list_models(module=models.quantization))
 
 
 class OpenModelDialog(QDialog):

@@ -383,3 +383,17 @@ def test_a_factory_raising_while_opening_keeps_the_demo(qtbot, window, tmp_path,
     assert loaded_name(window) == "demo"
     assert_usable(window)
     run_to_end(qtbot, window)
+
+
+def test_seed_flow_torchvision_quantizable_resnet18_in_eager_mode(qtbot, window, monkeypatch, tmp_path):
+    """The seed articles' flow in the window: torchvision's quantization-ready resnet18, eager PTQ."""
+    from PySide6.QtWidgets import QComboBox
+
+    open_torchvision(window, "quantized_resnet18")
+    wait_loaded(qtbot, window, "quantized_resnet18")
+    assert "fuse_model" in window.controller.session.group_method  # its own fusion groups, shown on the tree
+    mode = window.findChild(QComboBox, "modeCombo")
+    mode.setCurrentIndex(mode.findData("eager"))
+    result = run_to_end(qtbot, window, timeout=300_000)
+    assert result.recipe.mode == "eager" and len(result.coverage.quantized_layers) >= 20
+    export_through_button(qtbot, window, monkeypatch, tmp_path / "qresnet18.pt")
