@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from qstudio.core.data import Dataset
-from qstudio.core.flows.base import ISLAND_ATTR, QuantizedModel
+from qstudio.core.flows import QuantizedModel, module_for
 from qstudio.core.flows.dynamic import is_conv1d
 from qstudio.core.progress import Progress
 from qstudio.core.tensors import first_tensor, sqnr_db
@@ -300,9 +300,7 @@ def coverage(original: nn.Module, q: QuantizedModel, skip: list[str]) -> Coverag
             continue
         tname = type(m).__name__
         by_type_total[tname] += 1
-        found = qmods.get(q.prefix + name)
-        if found is None:
-            found = qmods.get(f"{q.prefix}{name}.{ISLAND_ATTR}")
+        found = module_for(q, name, qmods)
         if found is not None and is_quantized_module(found):
             by_type_q[tname] += 1
             quantized.append(name)
@@ -311,7 +309,7 @@ def coverage(original: nn.Module, q: QuantizedModel, skip: list[str]) -> Coverag
     rows = [CoverageRow(t, n, by_type_q[t], n - by_type_q[t]) for t, n in sorted(by_type_total.items())]
     kept = {}
     for name in skip:
-        found = qmods.get(q.prefix + name) or qmods.get(f"{q.prefix}{name}.{ISLAND_ATTR}")
+        found = module_for(q, name, qmods)
         kept[name] = found is not None and not is_quantized_module(found)
     warnings = []
     total = len(quantized) + len(floats)

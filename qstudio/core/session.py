@@ -166,6 +166,17 @@ class Session:
         return example_input(shape, recipe.input_dtype or loaded.input_dtype or "float32", loaded.module)
 
     # -- recipe ------------------------------------------------------------------
+    def apply_recipe(self, recipe: Recipe) -> None:
+        """Make ``recipe`` the session's recipe as it is, model included (a recipe file, or the one it replaced).
+
+        Unlike :meth:`update_recipe` it keeps the recipe's own model: the
+        caller loads that model next (:meth:`load`, or :meth:`prepare_load` in
+        a worker), which adjusts the recipe to it, and applies the earlier
+        recipe again if the model cannot be loaded.  The recipe is not copied.
+        """
+        self.recipe = recipe
+        self._emit("recipe")
+
     def update_recipe(self, recipe: Recipe) -> None:
         """Replace the recipe (already validated by construction).  Keeps the loaded model's source."""
         recipe = copy.deepcopy(recipe)

@@ -1,30 +1,25 @@
-"""Starting the window: ``qstudio [MODEL] [--factory ...] [--mode ...] [--calib-data ...]``."""
+"""Starting the window: ``qstudio [MODEL] [--factory ...] [--mode ...] [--calib-data ...]``.
+
+The options are the ``qstudio`` command line's (:mod:`qstudio.options`, shared
+with the CLI); the window never imports :mod:`qstudio.cli`, which launches it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from PySide6.QtWidgets import QApplication
 
-from qstudio.cli import _model_args, _Parser, _quantize_args, recipe_from_args
 from qstudio.core.errors import QStudioError
 from qstudio.core.recipe import ModelSource
 from qstudio.core.session import Session
+from qstudio.options import parse_window_args, recipe_from_args
 from qstudio.ui.controller import SessionController
 from qstudio.ui.main_window import MainWindow, app_icon
 from qstudio.ui.platform_check import ensure_window_can_open
 
 log = logging.getLogger(__name__)
-
-
-def parse_window_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="qstudio", description="Open the qstudio window (on the demo when no MODEL is given).")
-    _model_args(parser, optional=True)
-    _quantize_args(parser, required_mode=False)
-    parser.add_argument("--verbose", "-v", action="store_true")
-    return parser.parse_args(argv)
 
 
 def create_main_window(argv: list[str] | None = None) -> MainWindow:
@@ -51,7 +46,7 @@ def create_main_window(argv: list[str] | None = None) -> MainWindow:
     window.errors.install_hooks()
     try:
         window.controller.session.load(source, trust=args.trust)
-        window._remember(source)
+        window.remember_model(source)
         window.log_line(f"loaded {window.controller.session.loaded.name}; press Run (F5) to quantize")
     except QStudioError as exc:
         window.errors.report(str(exc), exc.details)

@@ -269,7 +269,8 @@ class MainWindow(QMainWindow):
                 out.append({"spec": spec, "factory": factory})
         return out
 
-    def _remember(self, source: ModelSource) -> None:
+    def remember_model(self, source: ModelSource) -> None:
+        """Put ``source`` first in *File > Open recent* (kept in the window's settings)."""
         entry = f"{source.spec}\t{source.factory or ''}"
         items = [f"{r['spec']}\t{r['factory']}" for r in self.recent() if f"{r['spec']}\t{r['factory']}" != entry]
         self.qsettings.setValue("recent/models", [entry, *items][:MAX_RECENT])
@@ -385,7 +386,7 @@ class MainWindow(QMainWindow):
         return self.controller.open_model(
             source,
             trust=trust,
-            on_done=lambda _l: self._remember(source),
+            on_done=lambda _l: self.remember_model(source),
             on_untrusted=ask_trust,
             on_failed=on_failed,
             expected_code=expected_code,
@@ -480,16 +481,15 @@ class MainWindow(QMainWindow):
             return
         session = self.controller.session
         previous = session.recipe
-        session.recipe = recipe
+        session.apply_recipe(recipe)  # loading the model adjusts this recipe to it (Session.prepare_load)
 
         def restore(_message: str) -> None:
-            session.recipe = previous
-            self.controller.recipeChanged.emit()
+            session.apply_recipe(previous)
             self.log_line(f"{what} was not applied: its model could not be opened; your earlier settings are kept")
 
         self.log_line(f"{what} opened; loading its model {recipe.model.spec}")
         if not self.open_model(recipe.model, on_failed=restore, expected_code=agreed):
-            session.recipe = previous
+            session.apply_recipe(previous)
 
     def save_recipe(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.toml", "Recipes (*.toml)")

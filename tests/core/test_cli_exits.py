@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from qstudio import cli
+from qstudio.cli import commands
 
 QSTUDIO = Path(sys.executable).with_name("qstudio")
 RUN = ["quantize", "model.py:build", "--mode", "fx", "--calib-data", "random", "--input-shape", "1,3,8,8",
@@ -174,7 +175,7 @@ def test_internal_error_line_names_type_message_and_place(capsys, monkeypatch):
     def broken(args):
         _raise_deep(RuntimeError("first line of the message\n\n  and a second line torch would add"))
 
-    monkeypatch.setattr(cli, "cmd_quantize", broken)
+    monkeypatch.setattr(commands, "cmd_quantize", broken)
     assert cli.main(["quantize", "demo", "--mode", "fx"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -191,7 +192,7 @@ def test_a_library_frame_is_reported_with_the_caller_that_reached_it(capsys, mon
     def broken(args):
         json.loads("{not json")  # raises inside the standard library
 
-    monkeypatch.setattr(cli, "cmd_quantize", broken)
+    monkeypatch.setattr(commands, "cmd_quantize", broken)
     assert cli.main(["quantize", "demo", "--mode", "fx"]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err.strip()
     assert "json.decoder.JSONDecodeError: Expecting property name" in err

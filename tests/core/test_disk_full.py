@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qstudio.cli import _write_outputs
+from qstudio.cli.commands import write_outputs
 from qstudio.core import fileio
 from qstudio.core.errors import ExportError
 from qstudio.core.pipeline import RunResult, export_result, run_recipe
@@ -68,7 +68,7 @@ def assert_disk_full(err: ExportError, name: str) -> None:
 
 def write_json(result: RunResult, path: Path) -> None:
     """The CLI's own --json writer."""
-    _write_outputs(result, argparse.Namespace(json=str(path), report=None))
+    write_outputs(result, argparse.Namespace(json=str(path), report=None))
 
 
 # --------------------------------------------------------------------------- full disk

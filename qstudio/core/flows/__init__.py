@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
-from qstudio.core.flows.base import EpochStats, Flow, FlowInput, QuantizedModel
+from collections.abc import Mapping
+
+from torch import nn
+
+from qstudio.core.flows.base import ISLAND_ATTR, EpochStats, Flow, FlowInput, QuantizedModel
 from qstudio.core.flows.dynamic import Dynamic
 from qstudio.core.flows.eager import EagerPTQ, EagerQAT
 from qstudio.core.flows.fx import FxPTQ, FxQAT
@@ -33,4 +37,17 @@ def register_flow(mode: str, variant: str, flow: type) -> None:
     _FLOWS[(mode, variant)] = flow
 
 
-__all__ = ["EpochStats", "Flow", "FlowInput", "QuantizedModel", "get_flow", "register_flow"]
+def module_for(q: QuantizedModel, name: str, modules: Mapping[str, nn.Module] | None = None) -> nn.Module | None:
+    """The module of ``q.module`` that runs the user's layer ``name``, or None (fused away, or removed by convert).
+
+    The inverse of :meth:`QuantizedModel.user_name`: the name under the
+    flow's prefix (eager's QuantWrapper, dynamic's wrapper), else the float
+    module inside the island that keeps the layer in float.  ``modules`` is
+    ``dict(q.module.named_modules())``, passed in to look up many names.
+    """
+    modules = dict(q.module.named_modules()) if modules is None else modules
+    found = modules.get(q.prefix + name)
+    return found if found is not None else modules.get(f"{q.prefix}{name}.{ISLAND_ATTR}")
+
+
+__all__ = ["EpochStats", "Flow", "FlowInput", "QuantizedModel", "get_flow", "module_for", "register_flow"]

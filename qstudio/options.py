@@ -1,0 +1,234 @@
+"""The ``qstudio`` command line's options, shared by the CLI and the window.
+
+``qstudio [MODEL] [options]`` opens the window with the same model, quantization,
+data and benchmark options that ``qstudio quantize`` takes, so both front ends
+build their parsers from the public builders here and turn the parsed options
+into a :class:`~qstudio.core.recipe.Recipe` with :func:`recipe_from_args`.
+
+This module sits below both front ends (``qstudio.cli`` launches the window;
+the window must not import the CLI) and above the engine; it imports neither
+Qt nor torch, so ``--help`` and bad options are answered before either loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from qstudio.core.errors import QStudioError
+from qstudio.core.recipe import (
+    BACKENDS,
+    DYNAMIC_DTYPES,
+    MODES,
+    OBSERVERS,
+    BenchmarkSettings,
+    DataSource,
+    ModelSource,
+    QATSettings,
+    QuantSettings,
+    Recipe,
+)
+
+# qstudio.core.benchmark.EXPORT_METHODS and qstudio.core.export.DEFAULT_ATOL, without importing torch to parse options
+EXPORT_METHODS = ("auto", "trace", "script")
+DEFAULT_EXPORT_TOLERANCE = 1e-4
+
+
+class UsageError(QStudioError):
+    """A command-line option is wrong."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of exiting, so every bad input leaves the same way."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+# -- value types ------------------------------------------------------------------
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write positive sizes like 1,3,224,224")
+    return dims
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers; write it like 0.485,0.456,0.406") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers; write it like 1,8") from None
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance; give a number >= 0 like 1e-3")
+    return value
+
+
+# -- option builders ------------------------------------------------------------------
+def add_model_options(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """MODEL (``demo`` when ``optional`` and not given), --factory, --trust, --input-shape, --input-dtype."""
+    help_text = "demo, torchvision:NAME, a weights/TorchScript/pickle file, or FILE.py:FUNC"
+    if optional:
+        p.add_argument("model", metavar="MODEL", nargs="?", default="demo", help=help_text + " (default: demo)")
+    else:
+        p.add_argument("model", metavar="MODEL", help=help_text)
+    p.add_argument("--factory", metavar="FILE.py:FUNC", help="function that builds the module a state_dict is loaded into")
+    p.add_argument("--trust", action="store_true", help="allow loading this pickle/TorchScript file, which can run code")
+    p.add_argument("--input-shape", type=_shape, metavar="1,3,224,224", help="model input shape, batch first")
+    p.add_argument("--input-dtype", choices=("float32", "int64"), help="int64 for token-id models (default: float32)")
+
+
+def add_quantize_options(p: argparse.ArgumentParser, *, required_mode: bool) -> None:
+    """The quantization, data and benchmark option groups that :func:`recipe_from_args` reads."""
+    g = p.add_argument_group("quantization")
+    g.add_argument("--mode", choices=MODES, required=required_mode, help="eager/fx static PTQ, qat, or dynamic")
+    g.add_argument("--backend", choices=BACKENDS, help="quantized kernel backend (default x86)")
+    g.add_argument("--observer", choices=OBSERVERS, help="activation observer (default histogram)")
+    g.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None, help="per-channel weights (default on)")
+    g.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None, help="symmetric activations (default affine)")
+    g.add_argument("--dynamic-dtype", choices=DYNAMIC_DTYPES, help="dynamic mode weight type (default qint8)")
+    g.add_argument("--skip", nargs="+", default=[], metavar="MODULE", help="modules to keep in float")
+    g.add_argument("--skip-worst", type=int, metavar="K", help="re-quantize with the K worst layers (by SQNR) kept in float")
+    g.add_argument("--fusion", action="append", metavar="A,B[,C]", help="a fusion group (repeat); default: suggested groups")
+    d = p.add_argument_group("data")
+    d.add_argument("--calib-data", metavar="PATH|demo|random", help="image folder, .npy/.pt tensor file, demo or random")
+    d.add_argument("--calib-batches", type=int, help="number of calibration batches (default 16)")
+    d.add_argument("--batch-size", type=int, help="calibration batch size (default 16)")
+    d.add_argument("--train-data", metavar="PATH|demo", help="QAT training inputs")
+    d.add_argument("--train-labels", metavar="PATH", help="QAT training labels (.npy/.pt)")
+    d.add_argument("--epochs", type=int, help="QAT epochs (default 2)")
+    d.add_argument("--lr", type=float, help="QAT learning rate (default 0.001)")
+    d.add_argument("--qat-graph", choices=("fx", "eager"), help="QAT in FX graph mode (default) or eager mode")
+    d.add_argument("--eval-data", metavar="PATH|demo", help="evaluation inputs (default: the calibration data)")
+    d.add_argument("--eval-labels", metavar="PATH", help="evaluation labels: top-1 before/after")
+    d.add_argument("--resize", type=int, help="image folders: resize the short side to this")
+    d.add_argument("--crop", type=int, help="image folders: centre crop to this")
+    d.add_argument("--mean", type=_floats, help="image folders: normalisation mean per channel")
+    d.add_argument("--std", type=_floats, help="image folders: normalisation std per channel")
+    d.add_argument("--grayscale", action="store_true", default=None, help="image folders: load as one channel")
+    b = p.add_argument_group("benchmark")
+    b.add_argument("--batch-sizes", type=_ints, metavar="1,8", help="benchmark batch sizes (default 1)")
+    b.add_argument("--threads", type=int, help="benchmark threads (default: torch's)")
+    b.add_argument("--iters", type=int, help="timed iterations per batch size (default 50)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """--export, --export-tolerance, --export-method, --report, --json (the headless commands' outputs)."""
+    o = p.add_argument_group("outputs")
+    o.add_argument("--export", metavar="OUT.pt", help="write the verified INT8 TorchScript model here")
+    o.add_argument(
+        "--export-tolerance", type=_tolerance, default=DEFAULT_EXPORT_TOLERANCE, metavar="ATOL",
+        help="largest difference between the reloaded export and the model that passes verification "
+        f"(default {DEFAULT_EXPORT_TOLERANCE:g})",
+    )
+    o.add_argument(
+        "--export-method", choices=EXPORT_METHODS, default="auto",
+        help="how the export becomes TorchScript: trace, script, or auto (trace; script where tracing fails or is unsafe)",
+    )
+    o.add_argument("--report", metavar="OUT.html", help="write the HTML report here")
+    o.add_argument("--json", metavar="OUT.json", help="write the figures as JSON here")
+
+
+def parse_window_args(argv: list[str]) -> argparse.Namespace:
+    """``qstudio [MODEL] [options]``: the window's command line (raises :class:`UsageError` on a bad option)."""
+    parser = ArgumentParser(prog="qstudio", description="Open the qstudio window (on the demo when no MODEL is given).")
+    add_model_options(parser, optional=True)
+    add_quantize_options(parser, required_mode=False)
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return parser.parse_args(argv)
+
+
+# -- options -> recipe ------------------------------------------------------------------
+def data_source(value: str | None, labels: str | None, split: str, args: argparse.Namespace) -> DataSource | None:
+    """Turn ``--calib-data``-style values into a DataSource."""
+    if value is None:
+        if labels:
+            raise UsageError(f"labels {labels} were given without their data", "give the matching --*-data option")
+        return None
+    common: dict[str, Any] = {
+        k: getattr(args, k, None) for k in ("resize", "crop", "mean", "std") if getattr(args, k, None) is not None
+    }
+    if getattr(args, "grayscale", None):
+        common["grayscale"] = True
+    if value == "demo":
+        return DataSource(kind="demo", split=split)
+    if value == "random":
+        return DataSource(kind="random")
+    kind = "folder" if Path(value).is_dir() else "tensor"
+    return DataSource(kind=kind, path=value, labels=labels, **common)
+
+
+def recipe_from_args(args: argparse.Namespace, model: ModelSource) -> Recipe:
+    """The recipe the options of :func:`add_quantize_options` (and ``--input-*``) describe, for ``model``."""
+    settings = QuantSettings()
+    for key in ("backend", "observer", "per_channel", "symmetric", "dynamic_dtype", "calib_batches", "batch_size", "skip_worst"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(settings, key, value)
+    settings.skip = list(args.skip or [])
+    qat = QATSettings()
+    for key, attr in (("epochs", "epochs"), ("lr", "lr"), ("qat_graph", "graph")):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(qat, attr, value)
+    bench = BenchmarkSettings()
+    if args.batch_sizes:
+        bench.batch_sizes = args.batch_sizes
+    if args.threads is not None:
+        bench.threads = args.threads
+    if args.iters is not None:
+        bench.iters = args.iters
+    calib_default = "demo" if model.spec == "demo" else None
+    calib = data_source(args.calib_data or calib_default, None, "calib", args)
+    if calib is None:
+        raise UsageError(
+            "no calibration data was given",
+            "pass --calib-data PATH (an image folder or a .npy/.pt tensor file), or --calib-data random to try it out",
+        )
+    fusion = [g.split(",") for g in args.fusion] if args.fusion else None
+    # __post_init__ validates every section and names the bad option's key
+    recipe = Recipe(
+        model=model,
+        mode=args.mode,
+        input_shape=args.input_shape,
+        input_dtype=args.input_dtype,
+        fusion=fusion,
+        settings=QuantSettings(**settings.__dict__),
+        qat=QATSettings(**qat.__dict__),
+        calib=calib,
+        train=data_source(args.train_data, args.train_labels, "train", args),
+        eval=data_source(args.eval_data, args.eval_labels, "eval", args),
+        benchmark=BenchmarkSettings(**bench.__dict__),
+    )
+    return recipe
+
+
+__all__ = [
+    "DEFAULT_EXPORT_TOLERANCE",
+    "EXPORT_METHODS",
+    "ArgumentParser",
+    "UsageError",
+    "add_model_options",
+    "add_output_options",
+    "add_quantize_options",
+    "data_source",
+    "parse_window_args",
+    "recipe_from_args",
+]
