@@ -41,11 +41,12 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from qstudio.core.benchmark import benchmark_interleaved, freeze_fp32  # noqa: E402
+from qstudio.core.benchmark import benchmark_interleaved  # noqa: E402
 from qstudio.core.loading import load_model  # noqa: E402
 from qstudio.core.pipeline import load_run_data, run_recipe  # noqa: E402
 from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe  # noqa: E402
+from qstudio.core.torchscript import freeze_fp32  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import MODELS, bare_fx_ptq, engine, environment_lines, markdown_table, settle_batchnorm, with_engine  # noqa: E402

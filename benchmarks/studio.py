@@ -35,7 +35,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 from qstudio.core import benchmark as bench  # noqa: E402
-from qstudio.core import compare  # noqa: E402
+from qstudio.core import compare, torchscript  # noqa: E402
 from qstudio.core.flows import get_flow  # noqa: E402
 from qstudio.core.flows.base import FlowInput  # noqa: E402
 from qstudio.core.loading import load_model  # noqa: E402
@@ -212,10 +212,10 @@ def honesty(names: list[str], threads: int) -> list[list[str]]:
         recipe, model, data = setup(name)
         q = studio(recipe, model, data)
         x = data.calib.sample(1)
-        int8, _ = bench.to_torchscript(q.module, x)
+        int8, _ = torchscript.to_torchscript(q.module, x)
         for label, fn in (
             ("FP32 eager", model),
-            ("FP32 TorchScript", bench.freeze_fp32(model, x)),
+            ("FP32 TorchScript", torchscript.freeze_fp32(model, x)),
             ("INT8 export", int8),
         ):
             # Alternate the two timers three times so a change in machine load hits both alike.

@@ -23,9 +23,10 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from qstudio.core.benchmark import benchmark_interleaved, freeze_fp32  # noqa: E402
+from qstudio.core.benchmark import benchmark_interleaved  # noqa: E402
 from qstudio.core.progress import run  # noqa: E402
 from qstudio.core.recipe import BenchmarkSettings  # noqa: E402
+from qstudio.core.torchscript import freeze_fp32  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bare_fx_ptq, build_model, engine, environment_lines, markdown_table, with_engine  # noqa: E402

@@ -30,7 +30,7 @@ from qstudio.core.recipe import (
     Recipe,
 )
 
-# qstudio.core.benchmark.EXPORT_METHODS and qstudio.core.export.DEFAULT_ATOL, without importing torch to parse options
+# qstudio.core.torchscript.EXPORT_METHODS and qstudio.core.export.DEFAULT_ATOL, without importing torch to parse options
 EXPORT_METHODS = ("auto", "trace", "script")
 DEFAULT_EXPORT_TOLERANCE = 1e-4
 

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from qstudio.core.benchmark import call_model, eval_mode, output_max_abs_diff, to_torchscript
+from qstudio.core.benchmark import call_model, eval_mode
 from qstudio.core.errors import ExportError
 from qstudio.core.fileio import atomic_write_bytes, check_target
+from qstudio.core.torchscript import output_max_abs_diff, to_torchscript
 
 log = logging.getLogger(__name__)
 

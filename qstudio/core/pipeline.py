@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from qstudio.core import benchmark as bench
-from qstudio.core import compare, fusion, verdicts
+from qstudio.core import compare, fusion, stability, torchscript, verdicts
 from qstudio.core.data import Dataset, load_dataset
 from qstudio.core.environment import check_backend, environment_info
 from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
@@ -85,7 +85,7 @@ class RunResult:
     export: ExportInfo | None = None
     export_error: str | None = None  # why the export at the end of the run failed; the run itself is kept
     verdicts: list[verdicts.Verdict] = field(default_factory=list)  # typed warnings; their texts are in ``warnings`` too
-    timing: bench.TimingCheck | None = None  # whether the latency figures are stable (re-measured once if not)
+    timing: stability.TimingCheck | None = None  # whether the latency figures are stable (re-measured once if not)
     quantized: QuantizedModel | None = field(default=None, repr=False, compare=False)
     # inputs for exporting later from the window: the trace example and a second batch to verify against
     example: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -305,6 +305,7 @@ def run_recipe(
             warnings.append(f"Fusion changed the model's outputs ({fusion_check.describe()}); check the groups.")
 
     q = yield from _quantize(model, recipe, groups, data)
+    warnings += q.notes
     skip_outcome = None
     final_recipe = recipe
     bs = recipe.settings.batch_size
@@ -317,6 +318,7 @@ def run_recipe(
         final_recipe.settings.skip_worst = 0
         groups, _ = resolve_groups(final_recipe, model)
         q = yield from _quantize(model, final_recipe, groups, data)
+        warnings += [n for n in q.notes if n not in warnings]
         after = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
         skip_outcome = SkipWorstOutcome(worst, before, after)
 
@@ -331,11 +333,11 @@ def run_recipe(
     yield Progress("script", 0, 2, "freezing FP32 and INT8 TorchScript for the benchmark")
     fp32_script = None
     try:
-        fp32_script = bench.freeze_fp32(model, example)
+        fp32_script = torchscript.freeze_fp32(model, example)
     except Exception as exc:  # some models cannot be traced; the eager baseline still stands
         warnings.append(f"FP32 TorchScript baseline unavailable ({type(exc).__name__}); comparing with FP32 eager only.")
     yield Progress("script", 1, 2)
-    int8_script, _method = bench.to_torchscript(q.module, example)
+    int8_script, _method = torchscript.to_torchscript(q.module, example)
     yield Progress("script", 2, 2)
 
     # Interleaved, so a change in machine load during the benchmark moves all three alike.
@@ -343,7 +345,7 @@ def run_recipe(
     if fp32_script is not None:
         contenders["FP32 TorchScript"] = fp32_script
     latencies, timing = yield from _guarded(
-        bench.benchmark_checked(contenders, make_input, recipe.benchmark),
+        stability.benchmark_checked(contenders, make_input, recipe.benchmark),
         model, "benchmark", max(recipe.benchmark.batch_sizes), "benchmark.batch_sizes",
     )
     fp32_lat, int8_lat = latencies["FP32 eager"], latencies["INT8"]

@@ -15,7 +15,7 @@ show them:
   outputs themselves near zero (untrained BatchNorm statistics), naming the
   first layer whose SQNR falls below :data:`LAYER_SQNR_DB`;
 * ``unreliable-timing`` - the benchmark measured twice and its figures were
-  still unstable (see :func:`~qstudio.core.benchmark.check_timing`);
+  still unstable (see :func:`~qstudio.core.stability.check_timing`);
 * ``export-failed`` - the run was kept but its export failed.
 
 Qt-free; nothing here changes a model.

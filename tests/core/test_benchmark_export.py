@@ -31,14 +31,13 @@ from qstudio.core.benchmark import (
     benchmark,
     benchmark_interleaved,
     compare_with_torch_utils_benchmark,
-    freeze_fp32,
     model_size_mb,
-    to_torchscript,
 )
 from qstudio.core.errors import Cancelled, ExportError, FlowError
 from qstudio.core.export import ExportInfo, export_torchscript
 from qstudio.core.progress import CancelToken, Progress, run
 from qstudio.core.recipe import BenchmarkSettings
+from qstudio.core.torchscript import freeze_fp32, to_torchscript
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.*` is deprecated:FutureWarning",

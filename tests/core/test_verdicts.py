@@ -24,7 +24,7 @@ from torch import nn
 
 from qstudio.cli import main
 from qstudio.core import benchmark as bench
-from qstudio.core import compare, verdicts
+from qstudio.core import compare, stability, torchscript, verdicts
 from qstudio.core.data import load_dataset
 from qstudio.core.flows.dynamic import conv1d_as_linear, is_conv1d
 from qstudio.core.loading import LoadedModel, load_model
@@ -333,9 +333,9 @@ def small_cnn() -> nn.Module:
 
 def _expected_reasons(stats: list[bench.LatencyStat]) -> tuple[bool, bool]:
     spread = any(
-        s.p90_ms / s.median_ms > bench.SPREAD_LIMIT and s.p90_ms - s.median_ms > bench.SPREAD_FLOOR_MS for s in stats
+        s.p90_ms / s.median_ms > stability.SPREAD_LIMIT and s.p90_ms - s.median_ms > stability.SPREAD_FLOOR_MS for s in stats
     )
-    starved = any(s.cpu_ratio is not None and s.cpu_ratio < bench.CPU_RATIO_LIMIT for s in stats)
+    starved = any(s.cpu_ratio is not None and s.cpu_ratio < stability.CPU_RATIO_LIMIT for s in stats)
     return spread, starved
 
 
@@ -348,18 +348,18 @@ def test_timing_decision_on_real_measurements_beside_cpu_burners():
         )
     flat = [s for group in stats.values() for s in group]
     assert all(s.cpu_ratio is not None and 0 < s.cpu_ratio <= 1 for s in flat)
-    check = bench.check_timing(stats)  # no load average: the measured figures alone decide
+    check = stability.check_timing(stats)  # no load average: the measured figures alone decide
     spread, starved = _expected_reasons(flat)
     assert check.stable == (not spread and not starved)
     assert any("varied from call to call" in r for r in check.reasons) == spread
     assert any("on a CPU only" in r for r in check.reasons) == starved
     # the same real figures, made calm and then made starved
     calm = [dataclasses.replace(s, p90_ms=s.median_ms * 1.1, cpu_ratio=0.99) for s in flat]
-    assert bench.check_timing(calm).stable
-    assert not bench.check_timing(calm, load=9.0, cpus=2).stable  # over 2 runnable threads per CPU
-    assert bench.check_timing(calm, load=2.5, cpus=2).stable  # busy alone is no reason
+    assert stability.check_timing(calm).stable
+    assert not stability.check_timing(calm, load=9.0, cpus=2).stable  # over 2 runnable threads per CPU
+    assert stability.check_timing(calm, load=2.5, cpus=2).stable  # busy alone is no reason
     starved_stats = [dataclasses.replace(calm[0], cpu_ratio=0.3), *calm[1:]]
-    check = bench.check_timing(starved_stats, load=2.5, cpus=2)
+    check = stability.check_timing(starved_stats, load=2.5, cpus=2)
     assert not check.stable and "on a CPU only 30%" in check.reasons[0] and "busy" in check.reasons[-1]
 
 
@@ -370,9 +370,9 @@ def test_busy_machine_run_is_stable_or_says_its_timing_is_unreliable():
     assert timing is not None
     stats = [*result.fp32.latency, *result.int8.latency, *result.fp32_deploy]
     spread, starved = _expected_reasons(stats)
-    overloaded = timing.load is not None and timing.cpus and timing.load > bench.LOAD_PER_CPU_LIMIT * timing.cpus
+    overloaded = timing.load is not None and timing.cpus and timing.load > stability.LOAD_PER_CPU_LIMIT * timing.cpus
     assert timing.stable == (not spread and not starved and not overloaded)
-    assert bench.check_timing(stats, load=timing.load, cpus=timing.cpus).stable == timing.stable
+    assert stability.check_timing(stats, load=timing.load, cpus=timing.cpus).stable == timing.stable
     unreliable = [w for w in result.warnings if w.startswith("UNRELIABLE TIMING")]
     if timing.stable:
         assert not unreliable
@@ -457,7 +457,7 @@ def test_cli_export_constants_match_the_engine():
     from qstudio import cli
     from qstudio.core.export import DEFAULT_ATOL
 
-    assert cli.EXPORT_METHODS == bench.EXPORT_METHODS and cli.DEFAULT_EXPORT_TOLERANCE == DEFAULT_ATOL
+    assert cli.EXPORT_METHODS == torchscript.EXPORT_METHODS and cli.DEFAULT_EXPORT_TOLERANCE == DEFAULT_ATOL
 
 
 # --------------------------------------------------------------------------- the window's banner
