@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from qstudio.core import progress as core_progress
 from qstudio.core.formatting import fmt_db
+from qstudio.core.summary import CRITICAL, PALETTE, WARNING, sqnr_band, summarize
 
 out = Console()
 err = Console(stderr=True)
@@ -103,8 +104,10 @@ def print_tree(loaded: Any, root: Any, suggestion: Any, shape: list[int] | None)
 
 
 def print_result(result: Any, args: argparse.Namespace) -> None:
+    """The run's figures, then its notices (critical ones loud), all as :func:`~qstudio.core.summary.summarize` says."""
+    summary = summarize(result)
     ev = result.evaluation
-    t = Table(title=f"{result.model_name}: {result.recipe.mode} on {ev.data}")
+    t = Table(title=f"{result.model_name}: {result.recipe.mode} on {ev.data}", caption=summary.headline)
     t.add_column("")
     t.add_column("FP32", justify="right")
     t.add_column("INT8", justify="right")
@@ -114,36 +117,55 @@ def print_result(result: Any, args: argparse.Namespace) -> None:
     t.add_row("output SQNR / cosine", "", f"{fmt_db(ev.output_sqnr_db)} dB / {ev.cosine:.4f}")
     t.add_row("latency (median)", fmt_ms(result.fp32.latency_ms), fmt_ms(result.int8.latency_ms))
     if result.fp32_deploy:
-        t.add_row("FP32 TorchScript (frozen)", fmt_ms(min(result.fp32_deploy, key=lambda s: s.batch_size).median_ms), "")
+        t.add_row(
+            "FP32 TorchScript (frozen)", fmt_ms(min(result.fp32_deploy, key=lambda s: s.batch_size).median_ms), ""
+        )
     t.add_row("size", f"{result.fp32.size_mb:.2f} MB", f"{result.int8.size_mb:.2f} MB")
     out.print(t)
     if result.speedup:
         vs = f", {result.speedup_vs_deploy:.2f}x vs FP32 TorchScript" if result.speedup_vs_deploy else ""
-        slower = min(result.speedup, result.speedup_vs_deploy or result.speedup) < 1
+        slower = summary.int8_slower
         line = f"speedup {result.speedup:.2f}x vs FP32 eager{vs}{' (INT8 is SLOWER)' if slower else ''}"
-        out.print(f"[bold red]{line}[/]" if slower else line, f"; calibration {result.calibration_seconds:.1f} s", sep="")
+        out.print(
+            f"[bold {PALETTE[CRITICAL]}]{line}[/]" if slower else line,
+            f"; calibration {result.calibration_seconds:.1f} s",
+            sep="",
+        )
     cov = result.coverage
     out.print(f"quantized layers: {len(cov.quantized_layers)} of {len(cov.quantized_layers) + len(cov.float_layers)}")
     if result.layers:
-        lt = Table(title="worst layers (SQNR dB, higher is better)")
-        for col in ("layer", "type", "weight", "activation"):
-            lt.add_column(col, justify="right" if col in ("weight", "activation") else "left")
-        for e in result.layers[:5]:
-            lt.add_row(e.name, e.type, fmt_db(e.weight_sqnr_db), fmt_db(e.activation_sqnr_db))
-        out.print(lt)
+        print_layers(result.layers[:5])
     if result.skip_worst:
         sw = result.skip_worst
         out.print(
             f"kept in float: {', '.join(sw.layers)}; agreement {fmt_pct(sw.before.agreement)} -> {fmt_pct(sw.after.agreement)}"
         )
-    severity = {v.text: v.severity for v in getattr(result, "verdicts", None) or ()}
-    for w in result.warnings:
-        if severity.get(w) == "critical":  # slowdown, collapse, unreliable timing, failed export: loud
-            err.print(f"[bold red]WARNING: {escape(w)}[/]")
+    for n in summary.notices:
+        if n.severity == CRITICAL:  # slowdown, collapse, unreliable timing, failed export: loud
+            err.print(f"[bold {n.colour}]WARNING: {escape(n.text)}[/]")
+        elif n.severity == WARNING:
+            err.print(f"[bold {n.colour}]warning:[/] {escape(n.text)}")
         else:
-            err.print(f"[bold yellow]warning:[/] {escape(w)}")
+            err.print(f"[{n.colour}]note:[/] {escape(n.text)}")
     if result.export:
         out.print(f"exported {result.export.path} ({result.export.size_mb:.2f} MB, verified by reload)")
     for label, path in (("report", getattr(args, "report", None)), ("json", getattr(args, "json", None))):
         if path:
             out.print(f"{label}: {path}")
+
+
+def print_layers(layers: Any) -> None:
+    """The worst layers: SQNR in dB, the activation figure in its band's colour and the band named."""
+    lt = Table(title="worst layers (SQNR dB, higher is better)")
+    for col in ("layer", "type", "weight", "activation", "band"):
+        lt.add_column(col, justify="right" if col in ("weight", "activation") else "left")
+    for e in layers:
+        band, colour = sqnr_band(e.activation_sqnr_db)
+        lt.add_row(
+            escape(e.name),
+            e.type,
+            fmt_db(e.weight_sqnr_db),
+            f"[{colour}]{fmt_db(e.activation_sqnr_db)}[/]",
+            f"[{colour}]{band}[/]",
+        )
+    out.print(lt)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QToolTip, QWidget
 
 from qstudio.core.formatting import fmt_db as format_db  # the panel and tests use the UI's names
 from qstudio.core.formatting import fmt_ms as format_ms
+from qstudio.core.summary import LATENCY_SERIES, PALETTE, SQNR_BANDS, latency_series, sqnr_band
 
 if TYPE_CHECKING:
     from qstudio.core.benchmark import LatencyStat
@@ -32,28 +33,22 @@ if TYPE_CHECKING:
     from qstudio.core.pipeline import RunResult
     from qstudio.core.progress import Progress
 
-# -- look -----------------------------------------------------------------------
-TEXT = "#222222"
-MUTED = "#666666"
+# -- look: the colours and SQNR bands are the engine's (qstudio.core.summary), the same as the report's --
+TEXT = PALETTE["ink"]
+MUTED = PALETTE["muted"]
 GRID_ALPHA = 0.15
-SERIES = (
-    ("FP32 eager", "#9aa5b1"),
-    ("FP32 TorchScript (frozen)", "#4c78a8"),
-    ("INT8", "#2a9d8f"),
-)
-RED, AMBER, GREEN = "#d64541", "#f0a202", "#3a9d5d"
-FLOAT_GREY = "#9e9e9e"
-HIGHLIGHT = "#1f3fbf"
+SERIES = tuple((label, PALETTE[key]) for key, label in LATENCY_SERIES)
+RED, AMBER, GREEN = PALETTE["poor"], PALETTE["fair"], PALETTE["good"]
+FLOAT_GREY = PALETTE["float"]
+HIGHLIGHT = "#1f3fbf"  # the selected layer's outline: a selection, not a meaning
+# the training curve's own lines (no meaning shared with the other charts)
+QAT_LOSS, QAT_LOSS_EDGE, QAT_TRAIN, QAT_EVAL = "#4c78a8", "#1d3f66", "#2a9d8f", "#e07b39"
 HEADROOM = 1.12  # y range above the tallest mark, room for the value labels
 
 
-def sqnr_colour(db: float) -> str:
-    """Red below 20 dB, amber from 20 to 30 dB, green above 30 dB."""
-    if db < 20:
-        return RED
-    if db <= 30:
-        return AMBER
-    return GREEN
+def sqnr_colour(db: float | None) -> str:
+    """The colour of ``db``'s SQNR band (:func:`qstudio.core.summary.sqnr_band`)."""
+    return sqnr_band(db)[1]
 
 
 def _font(points: float, bold: bool = False) -> QFont:
@@ -281,7 +276,7 @@ class LatencyChart(_Chart):
     @staticmethod
     def series_of(result: RunResult) -> list[list[LatencyStat]]:
         """The three series in legend order: FP32 eager, FP32 TorchScript (frozen), INT8."""
-        return [list(result.fp32.latency), list(result.fp32_deploy), list(result.int8.latency)]
+        return [list(series.stats) for series in latency_series(result)]
 
     def _label(self, i: int) -> pg.TextItem:
         while len(self._labels) <= i:
@@ -364,14 +359,15 @@ class LayerErrorChart(_Chart):
             x=np.zeros(0), height=np.zeros(0), width=self.BAR_WIDTH + 0.16, brush=None, pen=pg.mkPen(HIGHLIGHT, width=3)
         )
         self.outline.setVisible(False)
-        for line_db in (20, 30):
+        for line_db in (band.low for band in SQNR_BANDS[1:]):  # where each band above the lowest begins
             line = pg.InfiniteLine(pos=line_db, angle=0, pen=pg.mkPen("#bbbbbb", width=1, style=Qt.PenStyle.DashLine))
             self.addItem(line, ignoreBounds=True)
         for item in (self.bars, self.float_bars, self.weights, self.outline):
             self.addItem(item)
         # legend samples: not drawn in the plot, only in the legend
-        for text, colour in (("&lt; 20 dB", RED), ("20–30 dB", AMBER), ("&gt; 30 dB", GREEN)):
-            legend.addItem(pg.BarGraphItem(x=[0], height=[1], width=1, brush=colour, pen=pen), text)
+        for band in SQNR_BANDS:
+            text = html.escape(band.short)
+            legend.addItem(pg.BarGraphItem(x=[0], height=[1], width=1, brush=band.colour, pen=pen), text)
         legend.addItem(self.weights, "weight SQNR")
         self._float_in_legend = False
         self._inf_labels: list[pg.TextItem] = []
@@ -416,17 +412,15 @@ class LayerErrorChart(_Chart):
         values, brushes, inf_at = [], [], []
         for i, e in enumerate(self.layers):
             v = self.bar_value(e)
+            brushes.append(sqnr_colour(v))
             if v is None or v == -math.inf:
                 values.append(0.0)
-                brushes.append(RED)
                 inf_at.append((i, 0.0, "−∞" if v == -math.inf else "?"))
             elif v == math.inf:
                 values.append(cap)
-                brushes.append(GREEN)
                 inf_at.append((i, cap, "∞"))
             else:
                 values.append(float(v))
-                brushes.append(sqnr_colour(v))
         self.values = values
         n = len(self.layers)
         self.bars.setOpts(x=np.arange(n, dtype=float), height=np.array(values, dtype=float), brushes=brushes)
@@ -568,8 +562,10 @@ class QatCurve(_Chart):
         self.set_axis_label("left", "loss")
         self.set_title("Quantization-aware training")
         legend = self._legend(4)
-        self.loss = item.plot([], [], pen=pg.mkPen("#4c78a8", width=1.5), name="loss per batch")
-        self.epoch_loss = pg.ScatterPlotItem(symbol="s", size=8, pen=pg.mkPen("#1d3f66"), brush=pg.mkBrush("#4c78a8"))
+        self.loss = item.plot([], [], pen=pg.mkPen(QAT_LOSS, width=1.5), name="loss per batch")
+        self.epoch_loss = pg.ScatterPlotItem(
+            symbol="s", size=8, pen=pg.mkPen(QAT_LOSS_EDGE), brush=pg.mkBrush(QAT_LOSS)
+        )
         item.addItem(self.epoch_loss)
         legend.addItem(self.epoch_loss, "epoch loss")
         # accuracy on a second view box sharing x, drawn against the right axis
@@ -583,18 +579,18 @@ class QatCurve(_Chart):
         self.train_acc = pg.PlotDataItem(
             [],
             [],
-            pen=pg.mkPen("#2a9d8f", width=1, style=Qt.PenStyle.DashLine),
+            pen=pg.mkPen(QAT_TRAIN, width=1, style=Qt.PenStyle.DashLine),
             symbol="o",
             symbolSize=8,
-            symbolBrush="#2a9d8f",
+            symbolBrush=QAT_TRAIN,
         )
         self.eval_acc = pg.PlotDataItem(
             [],
             [],
-            pen=pg.mkPen("#e07b39", width=1, style=Qt.PenStyle.DashLine),
+            pen=pg.mkPen(QAT_EVAL, width=1, style=Qt.PenStyle.DashLine),
             symbol="t",
             symbolSize=9,
-            symbolBrush="#e07b39",
+            symbolBrush=QAT_EVAL,
         )
         self.acc_view.addItem(self.train_acc)
         self.acc_view.addItem(self.eval_acc)
