@@ -206,7 +206,7 @@ def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
     shape = shape or [1, *calib.inputs.shape[1:]]
     train = None
     if recipe.mode == "qat":
-        src = recipe.train or (DataSource(kind="demo", split="train") if recipe.calib.kind == "demo" else None)
+        src = recipe.train_source()
         if src is None:
             raise DataError(
                 "quantization-aware training needs labeled training data",
@@ -214,7 +214,7 @@ def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
                 key="train",
             )
         train = _load_role("train", src, shape, dtype, vocab)
-    eval_src = recipe.eval or (DataSource(kind="demo", split="eval") if recipe.calib.kind == "demo" else None)
+    eval_src = recipe.eval_source()
     evaluation = _load_role("eval", eval_src, shape, dtype, vocab) if eval_src is not None else calib
     return RunData(calib, train, evaluation, shape, eval_src is None)
 
@@ -288,9 +288,9 @@ def run_recipe(
     check_data_fits(model, data)
     random_data = data.calib.is_random or data.eval.is_random or bool(data.train and data.train.is_random)
     if random_data:
-        warnings.append("RANDOM DATA was used: accuracy, agreement and per-layer figures do not describe real inputs.")
+        warnings.append(verdicts.RANDOM_DATA_TEXT)
     if data.eval_is_calib:
-        warnings.append("No evaluation data was given: agreement is measured on the calibration data.")
+        warnings.append(verdicts.NO_EVAL_DATA_TEXT)
     example = data.calib.sample(1)
     yield announce_plan(recipe, data, export is not None)  # first step: the whole run's stages, for one progress bar
 

@@ -232,6 +232,18 @@ class Recipe:
                 "upgrade qstudio or re-save the recipe from this version",
             )
 
+    # -- what the data sources imply --------------------------------------
+    def eval_source(self) -> DataSource | None:
+        """The evaluation data a run uses: ``eval``, else the demo's eval split when calibrating on the demo.
+
+        None means the run evaluates on its calibration data.
+        """
+        return self.eval or (DataSource(kind="demo", split="eval") if self.calib.kind == "demo" else None)
+
+    def train_source(self) -> DataSource | None:
+        """The training data QAT uses: ``train``, else the demo's train split when calibrating on the demo."""
+        return self.train or (DataSource(kind="demo", split="train") if self.calib.kind == "demo" else None)
+
     # -- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))

@@ -41,7 +41,7 @@ from qstudio.core.formatting import (
     fmt_seconds,
     fmt_size,
 )
-from qstudio.core.verdicts import CRITICAL, INFO, SEVERITIES, WARNING
+from qstudio.core.verdicts import CRITICAL, INFO, NO_EVAL_DATA_TEXT, RANDOM_DATA_TEXT, SEVERITIES, WARNING
 
 if TYPE_CHECKING:
     from qstudio.core.benchmark import LatencyStat
@@ -236,9 +236,6 @@ class Summary:
 # -- phrases ------------------------------------------------------------------------------------
 MODE_LABELS = {"eager": "PTQ eager", "fx": "PTQ FX", "qat": "QAT", "dynamic": "dynamic"}
 
-#: The engine's words for the two data notices (the pipeline records the same sentences in ``warnings``).
-RANDOM_DATA_TEXT = "RANDOM DATA was used: accuracy, agreement and per-layer figures do not describe real inputs."
-NO_EVAL_DATA_TEXT = "No evaluation data was given: agreement is measured on the calibration data."
 
 
 def speed_phrase(ratio: float) -> str:
@@ -278,10 +275,9 @@ def _pair(a: str, b: str) -> str:
 def evaluated_on_calibration(recipe: Recipe) -> bool:
     """True when the run had no evaluation data of its own: the pipeline then evaluates on the calibration data.
 
-    The rule of :func:`qstudio.core.pipeline.load_run_data`: an eval source, else the demo's eval split
-    when the calibration data is the demo's.
+    The rule is :meth:`Recipe.eval_source`, which :func:`qstudio.core.pipeline.load_run_data` follows too.
     """
-    return recipe.eval is None and recipe.calib.kind != "demo"
+    return recipe.eval_source() is None
 
 
 def _smallest(stats: Sequence[LatencyStat]) -> LatencyStat | None:

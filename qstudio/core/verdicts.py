@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The engine's words for the two data notices: the pipeline records them in ``warnings``, the summary types them.
+RANDOM_DATA_TEXT = "RANDOM DATA was used: accuracy, agreement and per-layer figures do not describe real inputs."
+NO_EVAL_DATA_TEXT = "No evaluation data was given: agreement is measured on the calibration data."
+
 #: Severities, loudest first.  ``critical`` verdicts are shown in red and bold everywhere.
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)

@@ -9,7 +9,6 @@ session or quantization logic lives here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -18,6 +17,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistent
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from qstudio.core.formatting import fmt_db as format_sqnr
+from qstudio.core.summary import PALETTE, SQNR_BANDS, sqnr_band
 from qstudio.core.tree import ModuleNode
 
 #: The qualified module name ("layers.0.conv1") of a row, in every column.
@@ -58,8 +58,11 @@ GROUP_PALETTE = tuple(
     QColor(c) for c in ("#dbeafe", "#fde2c8", "#d9f2d9", "#f6d5e5", "#e6dcf7", "#fff3b8", "#d2f0ee", "#ead9c8")
 )
 _GROUP_TEXT = QColor("#1f2328")  # dark text on the pastel rows, whatever the application palette
-SQNR_BAD, SQNR_FAIR, SQNR_GOOD = QColor("#c62828"), QColor("#a15c00"), QColor("#2e7d32")
-_MUTED = QColor("#8a8f98")
+#: the engine's SQNR bands and palette (qstudio.core.summary), as Qt colours
+SQNR_BAD, SQNR_FAIR, SQNR_GOOD = (QColor(band.colour) for band in SQNR_BANDS)
+_MUTED = QColor(PALETTE["muted"])
+_BAND_COLOURS = {band.name: QColor(band.colour) for band in SQNR_BANDS}
+_BAND_LEGEND = "; ".join(band.label for band in SQNR_BANDS)
 DASH = "—"
 
 
@@ -68,14 +71,8 @@ def group_colour(index: int) -> QColor:
 
 
 def sqnr_colour(db: float | None) -> QColor | None:
-    """Red under 20 dB, amber 20-30 dB, green above."""
-    if db is None or math.isnan(db):
-        return None
-    if db < 20:
-        return SQNR_BAD
-    if db <= 30:
-        return SQNR_FAIR
-    return SQNR_GOOD
+    """The colour of ``db``'s band (:func:`qstudio.core.summary.sqnr_band`); None when there is no figure."""
+    return _BAND_COLOURS.get(sqnr_band(db)[0])
 
 
 def format_shape(shape: list[int] | None) -> str:
@@ -340,7 +337,7 @@ class ModuleTreeModel(QAbstractItemModel):
             if db is None:
                 return None
             what = "weight" if col == Column.WEIGHT_SQNR else "output activation"
-            return f"{what} SQNR {format_sqnr(db)} dB (under 20 dB: large error, 20-30 dB: some, over 30 dB: small)"
+            return f"{what} SQNR {format_sqnr(db)} dB ({_BAND_LEGEND})"
         if col == Column.STATE and self._state(node) == "fused":
             members = self._group_members.get(node.fusion_group or 0, [])
             return f"folded into {members[0]} when fused" if members else None
