@@ -21,11 +21,12 @@ from qstudio.options import UsageError, recipe_from_args
 def cmd_inspect(args: argparse.Namespace) -> int:
     from qstudio.core.fusion import Suggestion
     from qstudio.core.session import Session
+    from qstudio.core.trust import granted_by_user
 
     source = ModelSource(spec=args.model, factory=args.factory)
     # the window's loading path without its state: model, example input, fusion suggestion, tree
     session = Session(Recipe(model=source, mode=args.mode, input_shape=args.input_shape, input_dtype=args.input_dtype))
-    prepared = session.prepare_load(source, trust=args.trust)
+    prepared = session.prepare_load(source, grants=granted_by_user(source, trust_model_file=args.trust))
     loaded, root = prepared.loaded, prepared.tree
     shape = args.input_shape or loaded.input_shape
     suggestion = Suggestion(prepared.groups, prepared.method or "none", prepared.notes)  # "none": TorchScript
@@ -60,13 +61,17 @@ def write_outputs(result, args: argparse.Namespace) -> None:
 
 
 def run_recipe_command(recipe: Recipe, args: argparse.Namespace, trust: bool = False) -> int:
-    """One run of ``recipe`` with a progress bar, the outputs the options ask for, and the result tables."""
+    """One run of ``recipe`` with a progress bar, the outputs the options ask for, and the result tables.
+
+    ``trust`` (``--trust``): grant the model file as it reads now (see :func:`qstudio.core.trust.granted_by_user`).
+    """
     from qstudio.console import ProgressPrinter, print_result
     from qstudio.core.loading import load_model
     from qstudio.core.pipeline import run_recipe
     from qstudio.core.progress import run
+    from qstudio.core.trust import granted_by_user
 
-    loaded = load_model(recipe.model, trust=trust)
+    loaded = load_model(recipe.model, grants=granted_by_user(recipe, trust_model_file=trust))
     recipe.model = loaded.source  # carries the file hash when trust was given
     if getattr(args, "save_recipe", None):
         recipe.save(args.save_recipe)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,52 +390,3 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_drop_none(v) for v in value]
     return value
-
-
-_FACTORY_FILE_RE = re.compile(r"^(?P<file>.+\.py):[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def code_files(recipe: Recipe, base: Path | None = None) -> list[Path]:
-    """The files whose code loading this recipe's model would execute, resolved.
-
-    These are the factory ``.py`` files named by ``model.spec`` or
-    ``model.factory`` (imported by the loader), plus the model file itself when
-    the recipe replays trust for it (``model.trusted_sha256`` set: a pickled
-    module or TorchScript file would be deserialised without asking).  The
-    shipped demo and ``torchvision:NAME`` run no file from the recipe and give
-    an empty list.  A caller that opens a recipe it did not write should show
-    this list and ask before loading the model.
-
-    Relative paths are resolved the way :func:`qstudio.core.loading.load_model`
-    resolves them: against the current working directory, or against ``base``
-    if the caller loads the model with paths made relative to ``base``.
-    Files that do not exist are still listed (loading would fail on them, but
-    the user should see what the recipe names).
-    """
-    source = recipe.model
-    spec = source.spec.strip()
-    if spec.lower() == "demo" or spec.lower().startswith("torchvision:"):
-        return []
-
-    def resolve(name: str) -> Path:
-        path = Path(name.strip()).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = Path(base) / path
-        try:
-            return path.resolve()
-        except (OSError, ValueError, RuntimeError):
-            return path.absolute()
-
-    match = _FACTORY_FILE_RE.match(spec)
-    if match is not None:  # the spec is a factory: model.factory is ignored
-        return [resolve(match["file"])]
-    if spec.endswith(".py"):  # refused by the loader before anything is imported
-        return []
-    files: list[Path] = []
-    if source.factory:
-        match = _FACTORY_FILE_RE.match(source.factory.strip())
-        if match is not None:
-            files.append(resolve(match["file"]))
-    if (source.trusted_sha256 or "").strip():
-        files.append(resolve(spec))
-    return files

@@ -13,7 +13,7 @@ import copy
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from qstudio.core.loading import LoadedModel, load_model
 from qstudio.core.pipeline import RunResult, run_recipe
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import DataSource, ModelSource, Recipe
+from qstudio.core.trust import Grants
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +125,16 @@ class Session:
                 log.exception("session listener failed on %s", event)
 
     # -- model -------------------------------------------------------------------
-    def load(self, source: ModelSource, *, trust: bool = False) -> LoadedModel:
+    def load(self, source: ModelSource, *, grants: Grants | None = None) -> LoadedModel:
         """Load a model; on any error the previous model and everything else stay as they were."""
-        return self.commit_load(self.prepare_load(source, trust=trust))
+        return self.commit_load(self.prepare_load(source, grants=grants))
 
-    def prepare_load(
-        self, source: ModelSource, *, trust: bool = False, expected_code: Mapping[str, str] | None = None
-    ) -> PreparedModel:
+    def prepare_load(self, source: ModelSource, *, grants: Grants | None = None) -> PreparedModel:
         """The slow part of loading (file, tree, fusion suggestion); changes no state, so it can run in a worker.
 
-        ``expected_code``: factory path -> SHA-256 the user agreed to run (see :func:`load_model`).
+        ``grants``: the SHA-256s of the files the user agreed to run (:mod:`qstudio.core.trust`); see :func:`load_model`.
         """
-        loaded = load_model(source, trust=trust, expected_code=expected_code)
+        loaded = load_model(source, grants=grants)
         recipe, settings_notes = follow_model(self.recipe, loaded)
         example = self._example_for(loaded, recipe)
         groups: list[list[str]] = []

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication
 from qstudio.core.errors import QStudioError
 from qstudio.core.recipe import ModelSource
 from qstudio.core.session import Session
+from qstudio.core.trust import granted_by_user
 from qstudio.options import parse_window_args, recipe_from_args
 from qstudio.ui.controller import SessionController
 from qstudio.ui.main_window import MainWindow, app_icon
@@ -45,7 +46,8 @@ def create_main_window(argv: list[str] | None = None) -> MainWindow:
     window = MainWindow(SessionController(Session(recipe)))
     window.errors.install_hooks()
     try:
-        window.controller.session.load(source, trust=args.trust)
+        # the command line's own choice, as for `qstudio quantize`: its factory files, and the model file with --trust
+        window.controller.session.load(source, grants=granted_by_user(source, trust_model_file=args.trust))
         window.remember_model(source)
         window.log_line(f"loaded {window.controller.session.loaded.name}; press Run (F5) to quantize")
     except QStudioError as exc:

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from typing import Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from qstudio.core.errors import Cancelled, QStudioError, UntrustedFileError
+from qstudio.core.errors import Cancelled, QStudioError
 from qstudio.core.pipeline import RunResult
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import ModelSource, Recipe
 from qstudio.core.session import Session
+from qstudio.core.trust import Grants
 from qstudio.ui.worker import GeneratorTask
 
 log = logging.getLogger(__name__)
@@ -189,19 +190,19 @@ class SessionController(QObject):
         self,
         source: ModelSource,
         *,
-        trust: bool = False,
+        grants: Grants | None = None,
         on_done: Callable[[Any], None] | None = None,
-        on_untrusted: Callable[[UntrustedFileError], bool] | None = None,
         on_failed: Callable[[str], None] | None = None,
-        expected_code: Mapping[str, str] | None = None,
     ) -> bool:
-        """Load in a worker.  ``on_untrusted`` may ask the user and return True to handle a file needing trust.
+        """Load in a worker with ``grants``: the SHA-256s of the files the user agreed to run.
 
-        ``expected_code``: factory path -> SHA-256 the user agreed to run; a file changed since is not run.
+        The window asks before it calls this (qstudio.ui.trust_prompt); a file
+        not covered, e.g. one changed since the question, fails like any other
+        load error, with nothing of it run.
         """
         def work() -> Generator[Progress, Any, Any]:
             yield Progress("load", 0, 1, f"loading {source.spec}")
-            prepared = self.session.prepare_load(source, trust=trust, expected_code=expected_code)
+            prepared = self.session.prepare_load(source, grants=grants)
             yield Progress("load", 1, 1)
             return prepared
 
@@ -215,10 +216,7 @@ class SessionController(QObject):
             if on_done:
                 on_done(loaded)
 
-        def intercept(exc: BaseException) -> bool:
-            return isinstance(exc, UntrustedFileError) and on_untrusted is not None and on_untrusted(exc)
-
-        return self.start(f"open {source.spec}", work, done, on_failed, intercept=intercept)
+        return self.start(f"open {source.spec}", work, done, on_failed)
 
     def run(self, *, export: str | None = None) -> bool:
         if self.session.loaded is None:

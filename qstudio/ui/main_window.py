@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -31,18 +31,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qstudio.core.errors import QStudioError, UntrustedFileError
-from qstudio.core.loading import file_sha256
+from qstudio.core.errors import QStudioError
 from qstudio.core.paths import resources_dir
 from qstudio.core.pipeline import RunResult, export_result
 from qstudio.core.progress import Progress, RunProgress
-from qstudio.core.recipe import ModelSource, Recipe, code_files
+from qstudio.core.recipe import ModelSource, Recipe
+from qstudio.core.trust import Grants
 from qstudio.ui.controller import SessionController, describe_error
 from qstudio.ui.errors import ErrorReporter
-from qstudio.ui.open_dialog import OpenModelDialog, confirm_code_files, confirm_trust, pick_torchvision
+from qstudio.ui.open_dialog import OpenModelDialog, pick_torchvision
 from qstudio.ui.results_panel import ResultsPanel
 from qstudio.ui.settings_panel import SettingsPanel
 from qstudio.ui.tree_panel import ModelTreePanel
+from qstudio.ui.trust_prompt import ask_before_loading
 
 log = logging.getLogger(__name__)
 
@@ -363,33 +364,24 @@ class MainWindow(QMainWindow):
             self.log_line(f"epoch {m['epoch']:.0f}: loss {m['loss']:.4f}, train accuracy {m['train_accuracy']:.2%}{acc}")
 
     # -- actions -------------------------------------------------------------------
-    def open_model(
-        self,
-        source: ModelSource,
-        *,
-        trust: bool = False,
-        on_failed: Callable[[str], None] | None = None,
-        expected_code: dict[str, str] | None = None,
-    ) -> bool:
-        def ask_trust(exc: UntrustedFileError) -> bool:
-            path = source.spec
-            if confirm_trust(self, path, exc.problem):
-                self.log_line(f"trust given for {path}")
-                self._remember_code_trust([Path(path)])  # a recipe replaying this trust later does not ask again
-                QTimer.singleShot(0, lambda: self.open_model(source, trust=True, on_failed=on_failed))
-            else:
-                self.log_line(f"not opened: {path} needs trust and none was given")
-                if on_failed:
-                    on_failed("no trust given")
-            return True
+    def open_model(self, source: ModelSource, *, on_failed: Callable[[str], None] | None = None) -> bool:
+        """Open a model the user chose: ask first about any file it would run (qstudio.ui.trust_prompt), then load.
 
+        False if nothing was started (the user declined, or another task is running).
+        """
+        if self.controller.busy:  # refused by the controller, with its message: nothing is asked or loaded
+            return self._load(source, Grants(), on_failed)
+        grants = ask_before_loading(self, self.qsettings, source, log=self.log_line)
+        if grants is None:
+            if on_failed:
+                on_failed("no trust given")
+            return False
+        return self._load(source, grants, on_failed)
+
+    def _load(self, source: ModelSource, grants: Grants, on_failed: Callable[[str], None] | None = None) -> bool:
+        """Load in a worker with what the user granted; the loader refuses any file changed since the question."""
         return self.controller.open_model(
-            source,
-            trust=trust,
-            on_done=lambda _l: self.remember_model(source),
-            on_untrusted=ask_trust,
-            on_failed=on_failed,
-            expected_code=expected_code,
+            source, grants=grants, on_done=lambda _l: self.remember_model(source), on_failed=on_failed
         )
 
     def open_model_dialog(self) -> None:
@@ -397,8 +389,7 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             source = dialog.source()
             if source.spec:
-                self._remember_code_trust(code_files(Recipe(model=source)))  # picked by the user: no second prompt
-                self.open_model(source)
+                self.open_model(source)  # a factory picked here is the user's own choice: no prompt
 
     def open_torchvision(self) -> None:
         source = pick_torchvision(self)
@@ -430,54 +421,14 @@ class MainWindow(QMainWindow):
             return
         self._apply_recipe_with_model(recipe, "the last recipe")
 
-    def _code_trust_key(self, path: Path) -> tuple[str, str] | None:
-        """(settings key, sha256) for a code file; None if it cannot be read (loading then fails, running nothing)."""
-        try:
-            sha = file_sha256(path)
-        except QStudioError:
-            return None
-        return f"trust/code/{sha}", sha
-
-    def _remember_code_trust(self, files: list[Path]) -> None:
-        self._remember_keys([(path, key[0]) for path in files if (key := self._code_trust_key(path)) is not None])
-
-    def _remember_keys(self, keys: list[tuple[Path, str]]) -> None:
-        for path, settings_key in keys:
-            self.qsettings.setValue(settings_key, str(path))
-
-    def _code_allowed(self, recipe: Recipe, what: str) -> dict[str, str] | None:
-        """A recipe that would import Python files (or replay trust for a pickle) runs them only once the user agrees.
-
-        A yes is remembered per file content (SHA-256) in the window's settings,
-        so the same file does not ask twice and an edited file asks again.
-        Returns the agreed path -> SHA-256 (the loader refuses a file changed
-        after this question), or None when the user declined.
-        """
-        pending: list[tuple[Path, str]] = []  # (file, settings key of the content the user is shown)
-        agreed: dict[str, str] = {}
-        for path in code_files(recipe):
-            key = self._code_trust_key(path)
-            if key is not None:
-                agreed[str(path.resolve())] = key[1]
-                if self.qsettings.value(key[0]) is None:
-                    pending.append((path, key[0]))
-        if not pending:
-            return agreed
-        if not confirm_code_files(self, what, [path for path, _ in pending]):
-            names = ", ".join(path.name for path, _ in pending)
-            message = f"{what} was not opened: it would run code from {names} and you declined"
-            self.log_line(f"{message}; nothing was run and your model and settings are unchanged")
-            self.statusBar().showMessage(message, 10000)
-            return None
-        self.log_line(f"trust given for code named by {what}: {', '.join(str(path) for path, _ in pending)}")
-        # the hashes taken before the question: a file swapped while the prompt was open is not remembered as trusted
-        self._remember_keys(pending)
-        return agreed
-
     def _apply_recipe_with_model(self, recipe: Recipe, what: str) -> None:
-        """Use ``recipe`` and load its model; if the model cannot be loaded, the earlier settings come back."""
-        agreed = self._code_allowed(recipe, what)
-        if agreed is None:
+        """Use ``recipe`` and load its model, asking first about code it names; if the model cannot be loaded,
+        the earlier settings come back."""
+        if self.controller.busy:  # refused by the controller, with its message: nothing is asked, applied or loaded
+            self._load(recipe.model, Grants())
+            return
+        grants = ask_before_loading(self, self.qsettings, recipe, recipe=what, log=self.log_line)
+        if grants is None:
             return
         session = self.controller.session
         previous = session.recipe
@@ -488,7 +439,7 @@ class MainWindow(QMainWindow):
             self.log_line(f"{what} was not applied: its model could not be opened; your earlier settings are kept")
 
         self.log_line(f"{what} opened; loading its model {recipe.model.spec}")
-        if not self.open_model(recipe.model, on_failed=restore, expected_code=agreed):
+        if not self._load(recipe.model, grants, on_failed=restore):
             session.apply_recipe(previous)
 
     def save_recipe(self) -> None:

@@ -1,8 +1,7 @@
 """Choosing a model to open: a weights file with its factory, a factory alone, or a torchvision architecture.
 
-Trust is never a default: a pickled module or TorchScript file is first
-opened without it; only when the engine says the file needs trust does the
-window ask, naming the file and what trusting it means.
+Only the choosing: whether the chosen file would run code, and asking about
+it before anything is loaded, is :mod:`qstudio.ui.trust_prompt`'s job.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QWidget,
 )
@@ -113,52 +111,6 @@ def pick_torchvision(parent: QWidget) -> ModelSource | None:
         return None
     name = dialog.textValue()
     return ModelSource(f"torchvision:{name}") if name in names else None
-
-
-def _ask_before_running_code(parent: QWidget, name: str, title: str, text: str, info: str, accept: str) -> bool:
-    """A warning box whose only way to say yes is the named ``accept`` button; Cancel is the default."""
-    box = QMessageBox(parent)
-    box.setObjectName(name)
-    box.setIcon(QMessageBox.Icon.Warning)
-    box.setWindowTitle(title)
-    box.setText(text)
-    box.setInformativeText(info)
-    yes = box.addButton(accept, QMessageBox.ButtonRole.AcceptRole)
-    box.addButton(QMessageBox.StandardButton.Cancel)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.exec()
-    return box.clickedButton() is yes
-
-
-def confirm_trust(parent: QWidget, path: str, reason: str) -> bool:
-    """Ask for explicit trust, naming the file; the answer defaults to No."""
-    return _ask_before_running_code(
-        parent,
-        "trustBox",
-        "Trust this file?",
-        f"Opening “{Path(path).name}” will run code stored in the file.",
-        f"{reason}\n\nFull path: {path}\n\nOnly trust it if you know who made it. "
-        "qstudio records the trust for this exact file content (its SHA-256).",
-        "I trust this file",
-    )
-
-
-def confirm_code_files(parent: QWidget, what: str, files: list[Path]) -> bool:
-    """Ask before opening ``what`` (a recipe) imports Python files it names; the answer defaults to No."""
-    names = ", ".join(f"“{f.name}”" for f in files)
-    listing = "\n".join(f"  • {f}" for f in files)
-    return _ask_before_running_code(
-        parent,
-        "codeTrustBox",
-        "Run code from this recipe?",
-        f"Opening {what} will run code from {names}.",
-        "The recipe names code that builds its model (a factory .py file, or a pickled or TorchScript model it "
-        f"marks as trusted); loading it executes these files with your permissions:\n{listing}\n\n"
-        "A recipe from someone else can name any file. Only continue if you trust "
-        "this code; otherwise choose Cancel and nothing is opened. qstudio remembers a yes for this exact file "
-        "content (its SHA-256), so an edited file asks again.",
-        "Run this code",
-    )
 
 
 def combo_index(combo: QComboBox, data: str) -> int:

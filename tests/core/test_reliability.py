@@ -48,9 +48,9 @@ from qstudio.core.recipe import (
     QATSettings,
     QuantSettings,
     Recipe,
-    code_files,
 )
 from qstudio.core.session import Session
+from qstudio.core.trust import code_files
 
 ZOO = Path(__file__).parent / "models" / "zoo.py"
 
@@ -64,48 +64,7 @@ def assert_clean(err: QStudioError, *problem_words: str, fix_words: tuple[str, .
         assert word.lower() in text, f"{word!r} not in {str(err)!r}"
 
 
-# --------------------------------------------------------------------------- code a recipe would run
-
-
-def test_code_files_lists_the_factory_files_a_recipe_would_import(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "sub").mkdir()
-    as_spec = Recipe.from_toml('[model]\nspec = "sub/net.py:build"\n')
-    assert code_files(as_spec) == [(tmp_path / "sub" / "net.py").resolve()]
-    assert code_files(as_spec, base=tmp_path / "sub") == [(tmp_path / "sub" / "sub" / "net.py").resolve()]
-
-    with_factory = Recipe.from_toml('[model]\nspec = "w.safetensors"\nfactory = "/abs/models.py:make.net"\n')
-    assert code_files(with_factory) == [Path("/abs/models.py")]
-
-    # a recipe that replays trust for a pickle would deserialise it without asking: it is code too
-    replayed = Recipe.from_toml('[model]\nspec = "m.pt"\nfactory = "f.py:b"\ntrusted_sha256 = "ab"\n')
-    assert code_files(replayed) == [(tmp_path / "f.py").resolve(), (tmp_path / "m.pt").resolve()]
-
-    for spec in ("demo", "torchvision:resnet18", "weights.pt", "model.py"):
-        assert code_files(Recipe(model=ModelSource(spec))) == [], spec
-    # the spec is a factory: model.factory is ignored by the loader, so it is not listed
-    both = Recipe(model=ModelSource("a.py:build", factory="b.py:build"))
-    assert code_files(both) == [(tmp_path / "a.py").resolve()]
-
-
-def test_code_files_names_exactly_the_file_the_loader_imports(tmp_path: Path, monkeypatch) -> None:
-    """The listed file is the one that runs: a factory touching a marker proves it."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models").mkdir()
-    marker = tmp_path / "ran.txt"
-    (tmp_path / "models" / "evil.py").write_text(
-        "import pathlib, torch\n"
-        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "def build():\n    return torch.nn.Linear(2, 2)\n"
-    )
-    recipe_path = tmp_path / "r.toml"
-    recipe_path.write_text('[model]\nspec = "models/evil.py:build"\n')
-    recipe = Recipe.load(recipe_path)
-    listed = code_files(recipe)
-    assert not marker.exists()  # reading the recipe and listing its code ran nothing
-    load_model(recipe.model)
-    assert marker.exists()
-    assert listed == [(tmp_path / "models" / "evil.py").resolve()]
+# The code a recipe would run (code_files, what_runs) and the grants the loader checks: tests/core/test_trust.py.
 
 
 # --------------------------------------------------------------------------- helpers
@@ -191,32 +150,6 @@ def _flip_tensor_byte(data: bytes) -> bytes:
     out = bytearray(data)
     out[off + 3] ^= 0x40  # one bit of one weight: the zip's CRC-32 no longer matches
     return bytes(out)
-
-
-def test_factory_changed_after_the_user_agreed_is_not_run(tmp_path):
-    """The window passes the SHA-256 of the file it showed; bytes read for import must be those bytes."""
-    import hashlib
-
-    from qstudio.core.errors import LoadError
-    from qstudio.core.loading import load_model
-    from qstudio.core.recipe import ModelSource
-
-    marker = tmp_path / "ran.txt"
-    factory = tmp_path / "net.py"
-    factory.write_text(
-        "import pathlib, torch\n"
-        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "def build():\n    return torch.nn.Linear(4, 2)\n"
-    )
-    agreed = {str(factory.resolve()): hashlib.sha256(factory.read_bytes()).hexdigest()}
-    factory.write_text(factory.read_text() + "# swapped\n")
-    with pytest.raises(LoadError) as err:
-        load_model(ModelSource(f"{factory}:build"), expected_code=agreed)
-    assert "changed after you agreed to run it" in err.value.problem and "again" in err.value.fix
-    assert not marker.exists()
-    agreed[str(factory.resolve())] = hashlib.sha256(factory.read_bytes()).hexdigest()
-    assert load_model(ModelSource(f"{factory}:build"), expected_code=agreed).kind == "factory"
-    assert marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,53 @@ def test_torchscript_asks_for_trust_declined_keeps_demo_accepted_loads(qtbot, wi
     assert window.controller.session.loaded.scripted
 
 
+def test_the_question_comes_before_any_load_work_starts(qtbot, window, tmp_path):
+    """The window decides up front what would run and asks first: no worker and no load until the user answers,
+    then exactly one load (no failed first attempt, no re-open), for a model file and for a recipe alike."""
+    path = tmp_path / "whole.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(4, 2)), path)
+    factory, marker = marker_factory(tmp_path)
+    recipe_path = tmp_path / "shared.toml"
+    Recipe(mode="dynamic", model=ModelSource(f"{factory}:build")).save(recipe_path)
+    busy: list[bool] = []
+    window.controller.busyChanged.connect(busy.append)
+    at_question: list[tuple] = []
+
+    def look_then(press):
+        def answer(box) -> None:
+            c = window.controller
+            at_question.append((list(busy), c.busy, c.task, c.session.loaded.name, marker.exists()))
+            press(box)
+
+        return answer
+
+    answer = DialogAnswerer("trustBox", look_then(decline))
+    try:
+        open_with_dialog(window, str(path))
+    finally:
+        answer.stop()
+    assert at_question == [([], False, "", "demo", False)] and busy == []  # declined: no load was ever started
+
+    cases = (
+        ("trustBox", "I trust this file", lambda: open_with_dialog(window, str(path)), "demo", "whole.pt"),
+        ("codeTrustBox", "Run this code", lambda: window.open_recipe(str(recipe_path)), "whole.pt", "net.py:build"),
+    )
+    for name, button, open_it, before, after in cases:
+        busy.clear()
+        at_question.clear()
+        answer = DialogAnswerer(name, look_then(press_button(button)))
+        try:
+            open_it()
+            qtbot.waitUntil(lambda after=after: window.controller.session.loaded.name == after, timeout=30_000)
+        finally:
+            answer.stop()
+        idle(qtbot, window)
+        (seen,) = at_question
+        assert seen[:2] == ([], False) and seen[3:] == (before, False), seen  # nothing started, nothing imported
+        assert busy == [True, False], busy  # one load, after the answer
+    assert marker.exists()
+
+
 # ----------------------------------------------------------------------------- broken model files
 
 
