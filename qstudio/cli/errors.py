@@ -62,7 +62,7 @@ def _exception_name(exc: BaseException) -> str:
     """``RuntimeError``, ``torch.fx.proxy.TraceError``; a class from a factory file by its own name."""
     cls = type(exc)
     module = cls.__module__ or ""
-    # factory files are imported under a private name (loading.py): it would only confuse
+    # factory files are imported under a private name (qstudio/core/loading/factories.py): it would only confuse
     if module == "builtins" or module.startswith("_qstudio_factory_"):
         return cls.__qualname__
     return f"{module}.{cls.__qualname__}"

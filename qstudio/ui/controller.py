@@ -104,7 +104,6 @@ class SessionController(QObject):
         work: Callable[[], Generator[Progress, Any, Any]],
         on_done: Callable[[Any], None],
         on_error: Callable[[str], None] | None = None,
-        intercept: Callable[[BaseException], bool] | None = None,
     ) -> bool:
         """Run ``work()`` (a progress generator) in a worker; False if another task is running."""
         if self.worker is not None:
@@ -116,7 +115,7 @@ class SessionController(QObject):
         signals = worker.signals
         signals.yielded.connect(self.progress.emit)
         signals.returned.connect(lambda value: self._finish(on_done, value))
-        signals.errored.connect(lambda exc: self._on_errored(exc, on_error, intercept))
+        signals.errored.connect(lambda exc: self._fail(exc, on_error))
         # the worker has closed the work generator (its finally blocks ran) before it emits aborted
         signals.aborted.connect(lambda: self._fail(Cancelled("cancelled by the user"), on_error))
         self.busyChanged.emit(True)
@@ -128,21 +127,6 @@ class SessionController(QObject):
         if self.worker is not None:
             self.log.emit(f"{self.task}: cancelling after the current batch")
             self.worker.quit()
-
-    def _on_errored(
-        self,
-        exc: BaseException,
-        on_error: Callable[[str], None] | None,
-        intercept: Callable[[BaseException], bool] | None,
-    ) -> None:
-        """An intercept may handle an expected error itself (e.g. a file that needs trust); else report it."""
-        if intercept is not None:
-            task = self.task
-            self._release()
-            self.task = task
-            if intercept(exc):
-                return
-        self._fail(exc, on_error)
 
     def _release(self) -> None:
         self.worker = None
