@@ -141,6 +141,16 @@ def slowdown(
     return [Verdict(CRITICAL, "slowdown", text)]
 
 
+#: FP32 faster than this per call (ms): fixed per-call costs of INT8 (quantize, dequantize, kernel set-up) dominate,
+#: whatever a profile of so short a call says (its shares swing with machine load)
+TINY_MS = 0.05
+
+
+def _tiny(result: RunResult, batch: int) -> bool:
+    fp32 = [s.median_ms for s in [*result.fp32.latency, *result.fp32_deploy] if s.batch_size == batch]
+    return bool(fp32) and min(fp32) < TINY_MS
+
+
 def _cause_and_remedy(result: RunResult, profile: OpProfile | None, batch: int) -> str:
     """The profile's reading of a slowdown, then what to do about it, chosen by where the time goes."""
     other = _other_backend(result)
@@ -176,6 +186,13 @@ def _cause_and_remedy(result: RunResult, profile: OpProfile | None, batch: int) 
                 "these sizes that costs more than the INT8 arithmetic saves. Keep the small layers in float (--skip), "
                 "benchmark a larger batch, or use static quantization (--mode fx)."
             )
+    elif _tiny(result, batch) and not floats:
+        remedy = (
+            "The model does too little arithmetic for INT8 to pay: FP32 needs under "
+            f"{TINY_MS * 1000:.0f} µs per call, less than converting its input to INT8 and its output back "
+            "(quantize/dequantize) plus the INT8 kernels' fixed cost per call. Keep it in FP32, or benchmark a larger "
+            "batch size."
+        )
     elif qdq >= max(flt, layout, int8, 0.2) or (flt >= max(layout, int8) and floats):
         if floats:
             remedy = (
