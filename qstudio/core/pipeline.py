@@ -4,18 +4,20 @@ This is the sequence the seed tutorials write by hand (fuse, check fusion,
 prepare, calibrate or train, convert, compare, benchmark, export), as one
 generator that yields progress between batches.  The CLI and the window both
 drive it; nothing here knows which.
+
+The run's data is read and checked by :mod:`qstudio.core.run_data`, its
+figures are kept in a :class:`~qstudio.core.run_result.RunResult`
+(:mod:`qstudio.core.run_result`); both are importable from here too.  The
+run's plan, one progress bar for the whole run, is at the end of this module.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import logging
-import math
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,205 +26,19 @@ from torch import nn
 
 from qstudio.core import benchmark as bench
 from qstudio.core import compare, fusion, stability, torchscript, verdicts
-from qstudio.core.data import Dataset, load_dataset
 from qstudio.core.environment import check_backend, environment_info
-from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
+from qstudio.core.errors import Cancelled, FlowError, QStudioError
 from qstudio.core.export import DEFAULT_ATOL, ExportInfo, export_torchscript
-from qstudio.core.flows import EpochStats, FlowInput, QuantizedModel, get_flow
+from qstudio.core.flows import FlowInput, QuantizedModel, get_flow
 from qstudio.core.flows.base import forward_error
-from qstudio.core.inputs import check_fits
 from qstudio.core.loading import LoadedModel
 from qstudio.core.progress import PLAN, Progress
-from qstudio.core.recipe import DataSource, Recipe
+from qstudio.core.recipe import Recipe
+from qstudio.core.run_data import RunData, check_data_fits, input_dtype_for, input_shape_for, load_run_data, vocab_size
+from qstudio.core.run_result import Measurement, RunResult, SkipWorstOutcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class Measurement:
-    """One precision's figures.  ``latency`` holds one entry per batch size."""
-
-    accuracy: float | None
-    size_mb: float
-    latency: list[bench.LatencyStat]
-
-    @property
-    def latency_ms(self) -> float | None:
-        """Median latency at the smallest benchmarked batch size."""
-        return min(self.latency, key=lambda s: s.batch_size).median_ms if self.latency else None
-
-
-@dataclass
-class SkipWorstOutcome:
-    """What keeping the worst layers in float bought: evaluation before and after."""
-
-    layers: list[str]
-    before: compare.Evaluation
-    after: compare.Evaluation
-
-
-@dataclass
-class RunResult:
-    recipe: Recipe
-    model_name: str
-    fp32: Measurement
-    fp32_deploy: list[bench.LatencyStat]  # frozen TorchScript: the honest FP32 baseline
-    int8: Measurement
-    evaluation: compare.Evaluation
-    layers: list[compare.LayerError]
-    coverage: compare.Coverage
-    fusion_check: fusion.FusionCheck | None
-    groups: list[list[str]]
-    skipped: list[str]
-    skip_worst: SkipWorstOutcome | None
-    history: list[EpochStats]
-    calibration_seconds: float
-    total_seconds: float
-    random_data: bool
-    warnings: list[str]
-    environment: dict[str, Any]
-    export: ExportInfo | None = None
-    export_error: str | None = None  # why the export at the end of the run failed; the run itself is kept
-    verdicts: list[verdicts.Verdict] = field(default_factory=list)  # typed warnings; their texts are in ``warnings`` too
-    timing: stability.TimingCheck | None = None  # whether the latency figures are stable (re-measured once if not)
-    quantized: QuantizedModel | None = field(default=None, repr=False, compare=False)
-    # inputs for exporting later from the window: the trace example and a second batch to verify against
-    example: torch.Tensor | None = field(default=None, repr=False, compare=False)
-    check_input: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def speedup(self) -> float | None:
-        a, b = self.fp32.latency_ms, self.int8.latency_ms
-        return a / b if a and b else None
-
-    @property
-    def speedup_vs_deploy(self) -> float | None:
-        if not self.fp32_deploy or not self.int8.latency_ms:
-            return None
-        best = min(self.fp32_deploy, key=lambda s: s.batch_size).median_ms
-        return best / self.int8.latency_ms
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` document: stable keys first, details after."""
-
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None if math.isnan(v) else (1e9 if v > 0 else -1e9)
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
-        def measurement(m: Measurement) -> dict[str, Any]:
-            return {
-                "accuracy": m.accuracy,
-                "latency_ms": m.latency_ms,
-                "size_mb": m.size_mb,
-                "latency": [dataclasses.asdict(s) for s in m.latency],
-            }
-
-        doc = {
-            "model": self.model_name,
-            "mode": self.recipe.mode,
-            "fp32": measurement(self.fp32),
-            "fp32_torchscript": {"latency": [dataclasses.asdict(s) for s in self.fp32_deploy]},
-            "int8": measurement(self.int8),
-            "speedup": self.speedup,
-            "speedup_vs_fp32_torchscript": self.speedup_vs_deploy,
-            "agreement": self.evaluation.agreement,
-            "output_sqnr_db": self.evaluation.output_sqnr_db,
-            "cosine": self.evaluation.cosine,
-            "layers": [dataclasses.asdict(e) for e in self.layers],
-            "coverage": dataclasses.asdict(self.coverage),
-            "fusion": {
-                "groups": self.groups,
-                "check": dataclasses.asdict(self.fusion_check) if self.fusion_check else None,
-            },
-            "skipped": self.skipped,
-            "skip_worst": dataclasses.asdict(self.skip_worst) if self.skip_worst else None,
-            "qat_history": [dataclasses.asdict(h) for h in self.history],
-            "calibration_seconds": self.calibration_seconds,
-            "total_seconds": self.total_seconds,
-            "random_data": self.random_data,
-            "warnings": self.warnings,
-            "verdicts": [v.to_dict() for v in self.verdicts],
-            "timing": dataclasses.asdict(self.timing) if self.timing else None,
-            "export": self.export.path if self.export else None,
-            "export_error": self.export_error,
-            "export_check": dataclasses.asdict(self.export) if self.export else None,
-            "environment": self.environment,
-            "recipe": self.recipe.to_dict(),
-        }
-        return clean(doc)
-
-
-@dataclass
-class RunData:
-    calib: Dataset
-    train: Dataset | None
-    eval: Dataset
-    input_shape: list[int]
-    eval_is_calib: bool
-
-
-def vocab_size(model: nn.Module) -> int | None:
-    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    return emb.num_embeddings if emb is not None else None
-
-
-def input_shape_for(recipe: Recipe, loaded: LoadedModel) -> list[int] | None:
-    return recipe.input_shape or loaded.input_shape
-
-
-def input_dtype_for(recipe: Recipe, loaded: LoadedModel) -> str:
-    """The user's setting, else what the model says (a factory attribute, or ``int64`` behind an embedding)."""
-    return recipe.input_dtype or loaded.input_dtype or "float32"
-
-
-def _load_role(role: str, source: DataSource, shape: list[int] | None, dtype: str, vocab: int | None) -> Dataset:
-    """Load one data source; an error names the setting it concerns (``key``), so the window can mark it."""
-    try:
-        return load_dataset(source, input_shape=shape, input_dtype=dtype, vocab_size=vocab)
-    except DataError as exc:
-        exc.key = role
-        raise
-
-
-def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
-    """Read every data source the recipe names and check they fit the model.
-
-    Without an input shape set by the user or declared by the model's code,
-    real calibration data decides it (a guessed shape, or torchvision's usual
-    224, must not refuse the user's own data; :func:`check_data_fits` then
-    tries it); random data takes the model's shape.
-    """
-    dtype = input_dtype_for(recipe, loaded)
-    vocab = vocab_size(loaded.module)
-    declared = loaded.input_shape if loaded.shape_declared or recipe.calib.kind == "random" else None
-    shape = recipe.input_shape or declared
-    calib = _load_role("calib", recipe.calib, shape, dtype, vocab)
-    shape = shape or [1, *calib.inputs.shape[1:]]
-    train = None
-    if recipe.mode == "qat":
-        src = recipe.train_source()
-        if src is None:
-            raise DataError(
-                "quantization-aware training needs labeled training data",
-                "give --train-data X --train-labels Y (or an image folder with one sub-folder per class)",
-                key="train",
-            )
-        train = _load_role("train", src, shape, dtype, vocab)
-    eval_src = recipe.eval_source()
-    evaluation = _load_role("eval", eval_src, shape, dtype, vocab) if eval_src is not None else calib
-    return RunData(calib, train, evaluation, shape, eval_src is None)
-
-
-def check_data_fits(model: nn.Module, data: RunData) -> None:
-    """One sample of each data source through the float model, before any work: a mismatch names its setting."""
-    sources = {"calib": data.calib, "train": data.train, "eval": None if data.eval_is_calib else data.eval}
-    check_fits(model, {role: (ds.sample(1), ds.description, ds.is_random) for role, ds in sources.items() if ds is not None})
 
 
 def resolve_groups(recipe: Recipe, model: nn.Module) -> tuple[list[list[str]], list[str]]:
@@ -464,3 +280,21 @@ def announce_plan(recipe: Recipe, data: RunData, export: bool = False) -> Progre
             f"{len(data.calib)} samples, {s.batch_size} per batch"
         )
     return Progress(PLAN, 0, 0, note, metrics, plan=run_plan(recipe, data, export))
+
+
+__all__ = [  # the run's data (qstudio.core.run_data) and record (qstudio.core.run_result) too: they were defined here
+    "Measurement",
+    "RunData",
+    "RunResult",
+    "SkipWorstOutcome",
+    "announce_plan",
+    "check_data_fits",
+    "export_result",
+    "input_dtype_for",
+    "input_shape_for",
+    "load_run_data",
+    "resolve_groups",
+    "run_plan",
+    "run_recipe",
+    "vocab_size",
+]

@@ -1,6 +1,6 @@
 """Honest verdicts on a run: the figures that must not be read as results without a word.
 
-A :class:`~qstudio.core.pipeline.RunResult` holds numbers; some of them
+A :class:`~qstudio.core.run_result.RunResult` holds numbers; some of them
 describe a failure rather than a result.  This module says so, as typed
 :class:`Verdict` objects (severity, code, text) that the pipeline appends to
 the run's warnings, so the CLI, the JSON, the HTML report and the window all
@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
@@ -45,9 +44,7 @@ from qstudio.core.int8_profile import (
     op_category,
     profile_ops,
 )
-
-if TYPE_CHECKING:
-    from qstudio.core.pipeline import RunResult
+from qstudio.core.run_result import RunResult, Verdict  # Verdict is defined with the run's record, which holds them
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +65,6 @@ CHANCE_LIMIT = 0.25
 NEAR_ZERO = 1e-6
 #: The layer named as where a collapse starts: the first (in model order) below this activation SQNR.
 LAYER_SQNR_DB = 15.0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    severity: str  # one of SEVERITIES
-    code: str  # "slowdown", "collapse", "unreliable-timing", "export-failed"
-    text: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 # -- the verdicts -------------------------------------------------------------------------------
@@ -346,7 +333,7 @@ def severity_of(result: Any, text: str) -> str | None:
     return None
 
 
-__all__ = [  # the profile's names (qstudio.core.int8_profile) too: they were defined here
+__all__ = [  # Verdict (qstudio.core.run_result) and the profile's names (qstudio.core.int8_profile) too: defined here once
     "CHANCE_LIMIT",
     "COLLAPSE_AGREEMENT",
     "COLLAPSE_COSINE",
