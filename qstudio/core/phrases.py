@@ -1,0 +1,42 @@
+"""The engine's words for a run's figures: "4.8x faster", "3.9x smaller", "PTQ FX".
+
+Shared by the headline and cards (:mod:`qstudio.core.summary`, which exports
+them too) and the HTML report (:mod:`qstudio.core.report`).
+
+Qt-free.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qstudio.core.formatting import fmt_ratio
+
+if TYPE_CHECKING:
+    from qstudio.core.run_result import RunResult
+
+MODE_LABELS = {"eager": "PTQ eager", "fx": "PTQ FX", "qat": "QAT", "dynamic": "dynamic"}
+
+
+def speed_phrase(ratio: float) -> str:
+    """'4.8x faster' when ``ratio`` (baseline / INT8 time) is at least 1, else '1.35x slower'."""
+    if ratio >= 1:
+        return f"{fmt_ratio(ratio)} faster"
+    return f"{fmt_ratio(1 / ratio)} slower"
+
+
+def size_phrase(ratio: float) -> str:
+    """'3.9x smaller' when ``ratio`` (FP32 size / INT8 size) is at least 1, else '1.10x larger'."""
+    if ratio >= 1:
+        return f"{fmt_ratio(ratio)} smaller"
+    return f"{fmt_ratio(1 / ratio)} larger"
+
+
+def mode_label(result: RunResult) -> str:
+    mode = result.recipe.mode
+    label = MODE_LABELS.get(mode, mode)
+    if mode == "qat":
+        label += f" ({'FX' if result.recipe.qat.graph == 'fx' else 'eager'} graph)"
+    elif mode == "dynamic":
+        label += f" ({result.recipe.settings.dynamic_dtype})"
+    return label
