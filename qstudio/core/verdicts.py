@@ -350,6 +350,7 @@ __all__ = [  # Verdict (qstudio.core.run_result) and the profile's names (qstudi
     "QDQ",
     "RANDOM_DATA_TEXT",
     "SEVERITIES",
+    "TINY_MS",
     "WARNING",
     "OpProfile",
     "Verdict",
