@@ -2,9 +2,11 @@
 
 FX finds the quant/dequant points itself, so residual ``+`` and ``torch.cat``
 work without model changes.  Its one trap is tracing: data-dependent control
-flow stops it.  The preflight traces first and, on failure, names the module
-and source line and offers the fix (keep that module in float, which FX then
-treats as a black box).
+flow stops it.  When the model does not trace, the parts that stop it are kept
+in float as black boxes and the rest is quantized in traced regions
+(:mod:`qstudio.core.flows.regions`), in one run; the notes name each part and
+its source line.  Only when that would leave most of the model float is the
+run refused, naming the module and line and offering the fix.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
+from qstudio.core.flows import regions
 from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, check_memory, convert_step, refusal, refusals
+from qstudio.core.flows.dynamic import conv1d_as_linear
 from qstudio.core.flows.qconfig import per_tensor_fallbacks, per_tensor_note, qconfig_mapping
 from qstudio.core.flows.training import train_fake_quant
 from qstudio.core.fusion import apply_fusion
@@ -144,6 +148,7 @@ def _custom_config(inp: FlowInput) -> PrepareCustomConfig:
 
 def _fuse(inp: FlowInput, *, qat: bool) -> torch.nn.Module:
     model = copy.deepcopy(inp.model)
+    conv1d_as_linear(model)  # GPT-2's Conv1D is a Linear with its weight transposed: FX only quantizes the Linear
     with refusals("fuse_modules_qat" if qat else "fuse_modules", model, hints=[_UNGROUP]):
         return _fuse_for_fx(model if qat else model.eval(), inp.groups, qat=qat)
 
@@ -163,6 +168,46 @@ def _prepare(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> torch.fx.G
         raise refusal(exc, call.__name__, model) from exc
 
 
+class _Prepared:
+    """A model ready to calibrate or train, and how to convert it."""
+
+    def __init__(self, module: torch.nn.Module, plan: regions.Plan | None = None, settings=None) -> None:
+        self.module = module
+        self.plan = plan
+        self.settings = settings
+
+    def convert(self, prepared: torch.nn.Module) -> torch.nn.Module:
+        if self.plan is None:
+            return convert_fx(prepared)
+        return regions.convert(prepared, self.plan, self.settings, convert_fx)
+
+    def notes(self) -> list[str]:
+        return regions.notes(self.plan) if self.plan is not None else []
+
+
+def _prepare_model(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> Generator[Progress, None, _Prepared]:
+    """prepare_fx the whole model, or, when FX cannot trace it, each region of it with the untraceable parts float."""
+    s = inp.recipe.settings
+    first = graphs.trace(model, set(s.skip))
+    if not isinstance(first, graphs.TraceFailure) and not graphs.decorated_forward(model):
+        yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)" if qat else "inserting observers (prepare_fx)")
+        return _Prepared(_prepare(inp, model, qat=qat))
+    first = first if isinstance(first, graphs.TraceFailure) else None
+    yield Progress("prepare", 0, 1, "finding the parts FX cannot trace; they stay float (black boxes)")
+    with torch.no_grad():
+        plan = regions.plan(model, inp.example, s.skip)
+    regions.check(plan, first)
+    call = prepare_qat_fx if qat else prepare_fx
+
+    def prepare_one(gm: torch.nn.Module, leaves: list[str], inputs: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+        with _no_stack_traces():
+            return call(gm, qconfig_mapping(s, leaves, qat=qat), inputs, prepare_custom_config=regions.custom_config(leaves))
+
+    prepared = regions.prepare(model, plan, s.skip, prepare_one, call.__name__)
+    regions.check(plan, first, branches=False)  # regions torch.ao refused may leave nothing quantized
+    return _Prepared(prepared, plan, s)
+
+
 def _notes(inp: FlowInput) -> list[str]:
     s = inp.recipe.settings
     fallbacks = per_tensor_fallbacks(inp.model, s.skip) if s.per_channel else []
@@ -173,8 +218,7 @@ class FxPTQ:
     mode = "fx"
 
     def preflight(self, inp: FlowInput) -> list[str]:
-        explain_trace(inp)
-        check_memory(inp)
+        check_memory(inp)  # a model FX cannot trace is planned around (black boxes) when the run prepares it
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
@@ -184,12 +228,14 @@ class FxPTQ:
         s = inp.recipe.settings
         torch.backends.quantized.engine = s.backend
         model = _fuse(inp, qat=False)
-        yield Progress("prepare", 0, 1, "inserting observers (prepare_fx)")
-        prepared = _prepare(inp, model, qat=False)
+        ready = yield from _prepare_model(inp, model, qat=False)
         yield Progress("prepare", 1, 1)
-        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches)
+        seconds = yield from calibrate(ready.module, inp.calib, s.batch_size, s.calib_batches)
         return (
-            yield from convert_step(prepared, convert_fx, "fx", "", seconds, label=CONVERT_LABEL, step="convert_fx", notes=_notes(inp))
+            yield from convert_step(
+                ready.module, ready.convert, "fx", "", seconds, label=CONVERT_LABEL, step="convert_fx",
+                notes=[*ready.notes(), *_notes(inp)],
+            )
         )
 
 
@@ -197,8 +243,7 @@ class FxQAT:
     mode = "qat"
 
     def preflight(self, inp: FlowInput) -> list[str]:
-        explain_trace(inp)
-        check_memory(inp)
+        check_memory(inp)  # a model FX cannot trace is planned around (black boxes) when the run prepares it
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
@@ -209,15 +254,15 @@ class FxQAT:
         torch.backends.quantized.engine = s.backend
         assert inp.train is not None
         model = _fuse(inp, qat=True)
-        yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)")
         model.train()
-        prepared = _prepare(inp, model, qat=True)
+        ready = yield from _prepare_model(inp, model, qat=True)
         yield Progress("prepare", 1, 1)
         start = time.perf_counter()
-        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval)
+        history = yield from train_fake_quant(ready.module, inp.train, inp.recipe.qat, inp.eval)
         seconds = time.perf_counter() - start
         return (
             yield from convert_step(
-                prepared, convert_fx, "qat", "", seconds, history, label=CONVERT_LABEL, step="convert_fx", notes=_notes(inp)
+                ready.module, ready.convert, "qat", "", seconds, history, label=CONVERT_LABEL, step="convert_fx",
+                notes=[*ready.notes(), *_notes(inp)],
             )
         )
