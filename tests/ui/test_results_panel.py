@@ -100,8 +100,11 @@ def test_cards_show_the_result_figures(panel, result):
     assert value == f"{n_q} of {n_q + len(result.coverage.float_layers)} layers INT8"
 
     assert not result.random_data
-    # a clean run on real data warns of nothing, except timing measured on a machine too busy to trust it
-    assert all(w.startswith("UNRELIABLE TIMING") for w in result.warnings)
+    # a clean run on real data warns of nothing, except timing measured on a machine too busy to trust it (and
+    # then a slowdown read off those same untrustworthy figures)
+    unstable = result.timing is not None and not result.timing.stable
+    allowed = ("UNRELIABLE TIMING", "INT8 IS SLOWER") if unstable else ()
+    assert all(w.startswith(allowed) for w in result.warnings), result.warnings
     assert panel.banner.isHidden() == (not result.warnings)
     assert panel.cards["accuracyCard"].property("warn") is False
 
