@@ -168,7 +168,9 @@ def check_cli(workdir: Path) -> None:
     ok(f"console script {exe}")
     proc = run_command([str(exe), "--help"], workdir)
     check("quantize" in proc.stdout, "`qstudio --help` lists the subcommands")
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "PYTHONPATH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "PYTHONPATH")
+    }
     proc = subprocess.run([str(exe)], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     check(
         proc.returncode == 2 and proc.stderr.startswith("qstudio: error: no screen: set QT_QPA_PLATFORM=offscreen"),

@@ -61,7 +61,9 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers; write it like 0.485,0.456,0.406") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of numbers; write it like 0.485,0.456,0.406"
+        ) from None
 
 
 def _ints(text: str) -> list[int]:
@@ -89,8 +91,12 @@ def add_model_options(p: argparse.ArgumentParser, *, optional: bool = False) -> 
         p.add_argument("model", metavar="MODEL", nargs="?", default="demo", help=help_text + " (default: demo)")
     else:
         p.add_argument("model", metavar="MODEL", help=help_text)
-    p.add_argument("--factory", metavar="FILE.py:FUNC", help="function that builds the module a state_dict is loaded into")
-    p.add_argument("--trust", action="store_true", help="allow loading this pickle/TorchScript file, which can run code")
+    p.add_argument(
+        "--factory", metavar="FILE.py:FUNC", help="function that builds the module a state_dict is loaded into"
+    )
+    p.add_argument(
+        "--trust", action="store_true", help="allow loading this pickle/TorchScript file, which can run code"
+    )
     p.add_argument("--input-shape", type=_shape, metavar="1,3,224,224", help="model input shape, batch first")
     p.add_argument("--input-dtype", choices=("float32", "int64"), help="int64 for token-id models (default: float32)")
 
@@ -101,14 +107,27 @@ def add_quantize_options(p: argparse.ArgumentParser, *, required_mode: bool) -> 
     g.add_argument("--mode", choices=MODES, required=required_mode, help="eager/fx static PTQ, qat, or dynamic")
     g.add_argument("--backend", choices=BACKENDS, help="quantized kernel backend (default x86)")
     g.add_argument("--observer", choices=OBSERVERS, help="activation observer (default histogram)")
-    g.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None, help="per-channel weights (default on)")
-    g.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None, help="symmetric activations (default affine)")
+    g.add_argument(
+        "--per-channel", action=argparse.BooleanOptionalAction, default=None, help="per-channel weights (default on)"
+    )
+    g.add_argument(
+        "--symmetric",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="symmetric activations (default affine)",
+    )
     g.add_argument("--dynamic-dtype", choices=DYNAMIC_DTYPES, help="dynamic mode weight type (default qint8)")
     g.add_argument("--skip", nargs="+", default=[], metavar="MODULE", help="modules to keep in float")
-    g.add_argument("--skip-worst", type=int, metavar="K", help="re-quantize with the K worst layers (by SQNR) kept in float")
-    g.add_argument("--fusion", action="append", metavar="A,B[,C]", help="a fusion group (repeat); default: suggested groups")
+    g.add_argument(
+        "--skip-worst", type=int, metavar="K", help="re-quantize with the K worst layers (by SQNR) kept in float"
+    )
+    g.add_argument(
+        "--fusion", action="append", metavar="A,B[,C]", help="a fusion group (repeat); default: suggested groups"
+    )
     d = p.add_argument_group("data")
-    d.add_argument("--calib-data", metavar="PATH|demo|random", help="image folder, .npy/.pt tensor file, demo or random")
+    d.add_argument(
+        "--calib-data", metavar="PATH|demo|random", help="image folder, .npy/.pt tensor file, demo or random"
+    )
     d.add_argument("--calib-batches", type=int, help="number of calibration batches (default 16)")
     d.add_argument("--batch-size", type=int, help="calibration batch size (default 16)")
     d.add_argument("--train-data", metavar="PATH|demo", help="QAT training inputs")
@@ -134,12 +153,17 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("outputs")
     o.add_argument("--export", metavar="OUT.pt", help="write the verified INT8 TorchScript model here")
     o.add_argument(
-        "--export-tolerance", type=_tolerance, default=DEFAULT_EXPORT_TOLERANCE, metavar="ATOL",
+        "--export-tolerance",
+        type=_tolerance,
+        default=DEFAULT_EXPORT_TOLERANCE,
+        metavar="ATOL",
         help="largest difference between the reloaded export and the model that passes verification "
         f"(default {DEFAULT_EXPORT_TOLERANCE:g})",
     )
     o.add_argument(
-        "--export-method", choices=EXPORT_METHODS, default="auto",
+        "--export-method",
+        choices=EXPORT_METHODS,
+        default="auto",
         help="how the export becomes TorchScript: trace, script, or auto (trace; script where tracing fails or is unsafe)",
     )
     o.add_argument("--report", metavar="OUT.html", help="write the HTML report here")
@@ -178,7 +202,16 @@ def data_source(value: str | None, labels: str | None, split: str, args: argpars
 def recipe_from_args(args: argparse.Namespace, model: ModelSource) -> Recipe:
     """The recipe the options of :func:`add_quantize_options` (and ``--input-*``) describe, for ``model``."""
     settings = QuantSettings()
-    for key in ("backend", "observer", "per_channel", "symmetric", "dynamic_dtype", "calib_batches", "batch_size", "skip_worst"):
+    for key in (
+        "backend",
+        "observer",
+        "per_channel",
+        "symmetric",
+        "dynamic_dtype",
+        "calib_batches",
+        "batch_size",
+        "skip_worst",
+    ):
         value = getattr(args, key, None)
         if value is not None:
             setattr(settings, key, value)

@@ -57,7 +57,9 @@ def _from_argparse(exc: SystemExit) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:
         # torch announces the deprecation of torch.ao/TorchScript on every call; qstudio's own warnings
         # (coverage, random data, fusion) are printed by qstudio itself

@@ -214,7 +214,9 @@ def benchmark_interleaved(
     return results
 
 
-def _stat(label: str, batch_size: int, times_ns: list[int], threads: int, cpu_ratio: float | None = None) -> LatencyStat:
+def _stat(
+    label: str, batch_size: int, times_ns: list[int], threads: int, cpu_ratio: float | None = None
+) -> LatencyStat:
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     stat = LatencyStat(
         label=label,
@@ -228,7 +230,12 @@ def _stat(label: str, batch_size: int, times_ns: list[int], threads: int, cpu_ra
     )
     log.info(
         "%s batch %d: median %.3f ms, p90 %.3f ms (%d iters, %d threads)",
-        label, batch_size, stat.median_ms, stat.p90_ms, stat.iters, threads,
+        label,
+        batch_size,
+        stat.median_ms,
+        stat.p90_ms,
+        stat.iters,
+        threads,
     )
     return stat
 
@@ -278,6 +285,8 @@ def compare_with_torch_utils_benchmark(
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
     log.debug(
         "torch.utils.benchmark: median %.3f ms over %d blocks of %d calls",
-        measurement.median * 1e3, len(measurement.times), measurement.number_per_run,
+        measurement.median * 1e3,
+        len(measurement.times),
+        measurement.number_per_run,
     )
     return float(measurement.median) * 1e3

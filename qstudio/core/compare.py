@@ -125,7 +125,9 @@ def _pairs(q: QuantizedModel) -> list[tuple[str, nn.Module, nn.Module | None]]:
     return out
 
 
-def layer_errors(q: QuantizedModel, data: Dataset, batch_size: int = 16, max_batches: int = 4) -> Generator[Progress, None, list[LayerError]]:
+def layer_errors(
+    q: QuantizedModel, data: Dataset, batch_size: int = 16, max_batches: int = 4
+) -> Generator[Progress, None, list[LayerError]]:
     """Weight and activation SQNR for every quantized layer, sorted worst first."""
     pairs = _pairs(q)
     signal: dict[str, float] = {}
@@ -224,11 +226,15 @@ def output_cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> float | None:
     for x, y in zip(a, b, strict=False):
         if x.shape != y.shape or not x.numel():
             continue
-        per_tensor.append(float(torch.nn.functional.cosine_similarity(_rows(x).double(), _rows(y).double(), dim=1).mean()))
+        per_tensor.append(
+            float(torch.nn.functional.cosine_similarity(_rows(x).double(), _rows(y).double(), dim=1).mean())
+        )
     return sum(per_tensor) / len(per_tensor) if per_tensor else None
 
 
-def evaluate(fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = 32) -> Generator[Progress, None, Evaluation]:
+def evaluate(
+    fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = 32
+) -> Generator[Progress, None, Evaluation]:
     """Run both models over ``data``: accuracy when labeled, agreement, output SQNR and cosine always.
 
     Agreement compares the top-1 (argmax of the last dimension) of the main

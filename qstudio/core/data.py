@@ -44,7 +44,9 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
-    def batches(self, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def batches(
+        self, batch_size: int, max_batches: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         n = len(self)
         count = math.ceil(n / batch_size)
         if max_batches is not None:
@@ -133,7 +135,9 @@ def _read_array(path: Path, what: str) -> torch.Tensor:
     if not path.exists():
         raise DataError(f"{what} file {path} does not exist", "check the path")
     if path.is_dir():
-        raise DataError(f"{what} path {path} is a folder", "name a .npy or .pt file, or use --calib-data with an image folder")
+        raise DataError(
+            f"{what} path {path} is a folder", "name a .npy or .pt file, or use --calib-data with an image folder"
+        )
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -215,7 +219,9 @@ def _load_image_folder(source: DataSource) -> Dataset:
             "set resize and crop (e.g. --resize 256 --crop 224) so all images match",
         )
     labels = torch.tensor([c for _, c in files], dtype=torch.int64) if classes else None
-    return Dataset(torch.stack(tensors), labels, source.describe() + f" ({len(files)} images)", class_names=classes or None)
+    return Dataset(
+        torch.stack(tensors), labels, source.describe() + f" ({len(files)} images)", class_names=classes or None
+    )
 
 
 # -- validation -------------------------------------------------------------
@@ -246,12 +252,14 @@ def _validate(ds: Dataset, shape: list[int] | None, dtype: str, vocab: int | Non
             raise DataError(
                 f"{ds.description} holds {x.dtype} values but the model takes float32 inputs",
                 "convert it to float32 with the model's normalisation; if these are token ids, set the input dtype "
-                "to int64 (--input-dtype int64, Settings > Input dtype, or input_dtype = \"int64\" in the recipe)",
+                'to int64 (--input-dtype int64, Settings > Input dtype, or input_dtype = "int64" in the recipe)',
             )
         ds.inputs = x = x.to(torch.float32)
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
-            raise DataError(f"{ds.description} contains NaN or Inf values in {bad} samples", "clean the data before calibrating")
+            raise DataError(
+                f"{ds.description} contains NaN or Inf values in {bad} samples", "clean the data before calibrating"
+            )
     if ds.labels is not None:
         y = ds.labels
         if y.dim() != 1 or y.shape[0] != x.shape[0]:

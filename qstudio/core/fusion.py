@@ -63,7 +63,9 @@ class FusionCheck:
 
     def describe(self) -> str:
         verdict = "equivalent" if self.ok else "CHANGED THE OUTPUTS"
-        return f"fusion {verdict}: max abs difference {self.max_abs_diff:.2e} (outputs up to {self.reference_scale:.2e})"
+        return (
+            f"fusion {verdict}: max abs difference {self.max_abs_diff:.2e} (outputs up to {self.reference_scale:.2e})"
+        )
 
 
 class _Flow:
@@ -77,7 +79,11 @@ class _Flow:
         """None if ``a``'s only consumer is ``b``; else the reason it is not."""
         if self.calls.get(a, 0) != 1:
             n = self.calls.get(a, 0)
-            return "is never called in forward" if n == 0 else f"is called {n} times, so fusing it would change its other call sites"
+            return (
+                "is never called in forward"
+                if n == 0
+                else f"is called {n} times, so fusing it would change its other call sites"
+            )
         if self.calls.get(b, 0) != 1:
             n = self.calls.get(b, 0)
             return f"feeds '{b}', which is {'never called' if n == 0 else f'called {n} times'}"
@@ -130,8 +136,12 @@ def groups_from_fuse_model(model: nn.Module) -> tuple[list[list[str]] | None, li
         copies = {name: memo[id(m)] for name, m in before.items()}
         fused.fuse_model()  # type: ignore[operator]
     except Exception as exc:  # user code
-        return None, [f"the model's fuse_model() failed ({graphs.first_line(exc)}); groups suggested from data flow instead"]
-    cannot = ["the model's fuse_model() changes more than fusion groups can say; groups suggested from data flow instead"]
+        return None, [
+            f"the model's fuse_model() failed ({graphs.first_line(exc)}); groups suggested from data flow instead"
+        ]
+    cannot = [
+        "the model's fuse_model() changes more than fusion groups can say; groups suggested from data flow instead"
+    ]
     groups = _read_groups(before, copies, dict(fused.named_modules()))
     try:
         regrouped = apply_fusion(copy.deepcopy(model).eval(), groups) if groups is not None else None
@@ -144,7 +154,9 @@ def groups_from_fuse_model(model: nn.Module) -> tuple[list[list[str]] | None, li
     problems = validate_groups(model, groups)
     dropped = {"+".join(p.group): p for p in problems}
     if dropped:
-        shown = "; ".join(str(p) for p in list(dropped.values())[:3]) + (f" and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+        shown = "; ".join(str(p) for p in list(dropped.values())[:3]) + (
+            f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
+        )
         notes = [f"{len(dropped)} of the groups fuse_model() fuses are left out ({shown})"]
         return [g for g in groups if "+".join(g) not in dropped], notes
     return groups, []
@@ -199,7 +211,9 @@ def _suggest_by_flow(model: nn.Module, leaves: set[str] | frozenset[str]) -> Sug
     traced = graphs.trace(model, leaves)
     modules = dict(model.named_modules())
     if isinstance(traced, graphs.TraceFailure):
-        return _suggest_by_order(model, [f"data flow unavailable ({traced.describe()}); groups follow module order, check them"])
+        return _suggest_by_order(
+            model, [f"data flow unavailable ({traced.describe()}); groups follow module order, check them"]
+        )
     flow = _Flow(traced)
     used: set[str] = set()
     groups: list[list[str]] = []
@@ -261,12 +275,20 @@ def validate_groups(
             continue
         for n in group:
             if n in seen and seen[n] != gi:
-                problems.append(GroupProblem(group, n, f"is already in group {'+'.join(groups[seen[n]])}; a module can be in one group"))
+                problems.append(
+                    GroupProblem(
+                        group, n, f"is already in group {'+'.join(groups[seen[n]])}; a module can be in one group"
+                    )
+                )
             seen[n] = gi
         types = tuple(type(modules[n]) for n in group)
         if types not in PATTERNS:
             problems.append(
-                GroupProblem(group, group[0], f"makes {pattern_name(types)}, a pattern PyTorch cannot fuse; supported: {SUPPORTED_TEXT}")
+                GroupProblem(
+                    group,
+                    group[0],
+                    f"makes {pattern_name(types)}, a pattern PyTorch cannot fuse; supported: {SUPPORTED_TEXT}",
+                )
             )
             continue
         if flow is not None:
@@ -282,7 +304,9 @@ def check_groups(model: nn.Module, groups: list[list[str]], leaves: set[str] | f
     problems = validate_groups(model, groups, leaves)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise FusionError(f"invalid fusion {problems[0]}{more}", "remove or edit that group, or use Suggest to start again")
+        raise FusionError(
+            f"invalid fusion {problems[0]}{more}", "remove or edit that group, or use Suggest to start again"
+        )
 
 
 def apply_fusion(model: nn.Module, groups: list[list[str]], *, qat: bool = False) -> nn.Module:

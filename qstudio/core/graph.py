@@ -50,7 +50,11 @@ class TraceFailure:
     branches_on_values: bool = False  # an ``if`` on tensor values (not on shapes): a choice the model makes per input
 
     def describe(self) -> str:
-        where = f"module '{self.module}' ({self.module_type})" if self.module else f"the model's own forward ({self.module_type})"
+        where = (
+            f"module '{self.module}' ({self.module_type})"
+            if self.module
+            else f"the model's own forward ({self.module_type})"
+        )
         at = f" at {self.source}" if self.source else ""
         return f"torch.fx cannot trace {where}{at}: {self.reason}"
 
@@ -68,7 +72,10 @@ class _Tracer(fx.Tracer):
     """
 
     def __init__(
-        self, leaves: set[str] = frozenset(), stack_traces: bool = False, constants: Mapping[str, Any] | None = None  # type: ignore[assignment]
+        self,
+        leaves: set[str] = frozenset(),
+        stack_traces: bool = False,
+        constants: Mapping[str, Any] | None = None,  # type: ignore[assignment]
     ) -> None:
         super().__init__()
         # Source lines cost ~10x the trace time (and hold the GIL in C++ while capturing), so only on request.
@@ -106,7 +113,9 @@ class _Tracer(fx.Tracer):
         value = self.constants[name]
         if name.startswith("**") and isinstance(value, dict):
             return {
-                k: self.create_proxy("call_function", operator.getitem, (proxy, k), {}) if isinstance(v, torch.Tensor) else v
+                k: self.create_proxy("call_function", operator.getitem, (proxy, k), {})
+                if isinstance(v, torch.Tensor)
+                else v
                 for k, v in value.items()
             }
         return value
@@ -146,7 +155,11 @@ def _plain_forward(module: nn.Module) -> nn.Module:
     fn = type(module).forward
     inner = inspect.unwrap(fn)
     code = getattr(inner, "__code__", None)
-    if inner is fn or code is None or not (code.co_kwonlyargcount or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)):
+    if (
+        inner is fn
+        or code is None
+        or not (code.co_kwonlyargcount or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS))
+    ):
         return module
     params = list(inspect.signature(inner).parameters.values())
     names: list[str] = []
@@ -205,7 +218,9 @@ def trace(
         return tracer.trace(model)
     except Exception as exc:  # tracing user code can raise anything
         module, mtype = tracer.failed_in or ("", type(model).__name__)
-        return TraceFailure(module, mtype, user_frame(exc), first_line(exc), getattr(exc, "_qstudio_branches_on_values", False))
+        return TraceFailure(
+            module, mtype, user_frame(exc), first_line(exc), getattr(exc, "_qstudio_branches_on_values", False)
+        )
 
 
 #: What a value computed only from these says about a tensor: its shape and kind, not its values.
@@ -272,7 +287,9 @@ def find_black_boxes(
             return BlackBoxes(None, found, boxes, traced)
         found.add(traced.module)
         boxes.append(traced)
-    return BlackBoxes(None, found, boxes, TraceFailure("", type(model).__name__, None, f"more than {limit} parts cannot be traced"))
+    return BlackBoxes(
+        None, found, boxes, TraceFailure("", type(model).__name__, None, f"more than {limit} parts cannot be traced")
+    )
 
 
 def user_frame(exc: BaseException) -> SourceLine | None:
@@ -306,7 +323,9 @@ def node_source(node: fx.Node) -> SourceLine | None:
         if not m or _is_internal(m["file"]):
             continue
         code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        found = SourceLine(m["file"], int(m["line"]), code or linecache.getline(m["file"], int(m["line"])).strip(), m["func"])
+        found = SourceLine(
+            m["file"], int(m["line"]), code or linecache.getline(m["file"], int(m["line"])).strip(), m["func"]
+        )
     return found
 
 

@@ -140,9 +140,18 @@ def guess_input(module: nn.Module, shape: list[int] | None, dtype: str | None, o
 
 # -- checking chosen data against the model ------------------------------------------------------------------
 _SETTING = {
-    "calib": ("calibration data", "choose calibration data that fits the model (--calib-data; in the window: Settings > Data)"),
-    "train": ("training data", "choose training data that fits the model (--train-data; in the window: Settings > Data)"),
-    "eval": ("evaluation data", "choose evaluation data that fits the model (--eval-data; in the window: Settings > Data)"),
+    "calib": (
+        "calibration data",
+        "choose calibration data that fits the model (--calib-data; in the window: Settings > Data)",
+    ),
+    "train": (
+        "training data",
+        "choose training data that fits the model (--train-data; in the window: Settings > Data)",
+    ),
+    "eval": (
+        "evaluation data",
+        "choose evaluation data that fits the model (--eval-data; in the window: Settings > Data)",
+    ),
 }
 _SHAPE_FIX = "set the input shape the model takes (--input-shape; in the window: Settings > Input > Shape)"
 

@@ -54,7 +54,9 @@ def resolve_groups(recipe: Recipe, model: nn.Module) -> tuple[list[list[str]], l
     return groups, suggestion.notes
 
 
-def _quantize(model: nn.Module, recipe: Recipe, groups: list[list[str]], data: RunData) -> Generator[Progress, None, QuantizedModel]:
+def _quantize(
+    model: nn.Module, recipe: Recipe, groups: list[list[str]], data: RunData
+) -> Generator[Progress, None, QuantizedModel]:
     flow = get_flow(recipe)
     inp = FlowInput(model, recipe, groups, data.calib, data.calib.sample(1), data.train, data.eval)
     flow.preflight(inp)
@@ -126,20 +128,30 @@ def run_recipe(
     final_recipe = recipe
     bs = recipe.settings.batch_size
     if recipe.settings.skip_worst:
-        errors = yield from _guarded(compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size")
+        errors = yield from _guarded(
+            compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size"
+        )
         worst = [n for n in compare.worst_layers(errors, recipe.settings.skip_worst) if n not in recipe.settings.skip]
-        before = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
+        before = yield from _guarded(
+            compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+        )
         final_recipe = copy.deepcopy(recipe)
         final_recipe.settings.skip = [*recipe.settings.skip, *worst]
         final_recipe.settings.skip_worst = 0
         groups, _ = resolve_groups(final_recipe, model)
         q = yield from _quantize(model, final_recipe, groups, data)
         warnings += [n for n in q.notes if n not in warnings]
-        after = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
+        after = yield from _guarded(
+            compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+        )
         skip_outcome = SkipWorstOutcome(worst, before, after)
 
-    evaluation = yield from _guarded(compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size")
-    layers = yield from _guarded(compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size")
+    evaluation = yield from _guarded(
+        compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+    )
+    layers = yield from _guarded(
+        compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size"
+    )
     cov = compare.coverage(model, q, final_recipe.settings.skip)
     warnings += cov.warnings
 
@@ -151,7 +163,9 @@ def run_recipe(
     try:
         fp32_script = torchscript.freeze_fp32(model, example)
     except Exception as exc:  # some models cannot be traced; the eager baseline still stands
-        warnings.append(f"FP32 TorchScript baseline unavailable ({type(exc).__name__}); comparing with FP32 eager only.")
+        warnings.append(
+            f"FP32 TorchScript baseline unavailable ({type(exc).__name__}); comparing with FP32 eager only."
+        )
     yield Progress("script", 1, 2)
     int8_script, _method = torchscript.to_torchscript(q.module, example)
     yield Progress("script", 2, 2)
@@ -162,7 +176,10 @@ def run_recipe(
         contenders["FP32 TorchScript"] = fp32_script
     latencies, timing = yield from _guarded(
         stability.benchmark_checked(contenders, make_input, recipe.benchmark),
-        model, "benchmark", max(recipe.benchmark.batch_sizes), "benchmark.batch_sizes",
+        model,
+        "benchmark",
+        max(recipe.benchmark.batch_sizes),
+        "benchmark.batch_sizes",
     )
     fp32_lat, int8_lat = latencies["FP32 eager"], latencies["INT8"]
     deploy_lat = latencies.get("FP32 TorchScript", [])
@@ -206,7 +223,9 @@ def run_recipe(
     return result
 
 
-def export_result(result: RunResult, path: str | Path, *, atol: float = DEFAULT_ATOL, method: str = "auto") -> ExportInfo:
+def export_result(
+    result: RunResult, path: str | Path, *, atol: float = DEFAULT_ATOL, method: str = "auto"
+) -> ExportInfo:
     """Export a finished run's INT8 model as verified TorchScript.
 
     The file must reproduce a second batch of other samples too, not only the
@@ -215,7 +234,9 @@ def export_result(result: RunResult, path: str | Path, *, atol: float = DEFAULT_
     if result.quantized is None or result.example is None:
         raise FlowError("this run has no quantized model in memory", "run the quantization again, then export")
     checks = [result.check_input] if result.check_input is not None else []
-    info = export_torchscript(result.quantized.module, path, result.example, atol=atol, check_inputs=checks, method=method)
+    info = export_torchscript(
+        result.quantized.module, path, result.example, atol=atol, check_inputs=checks, method=method
+    )
     result.export = info
     return info
 
@@ -247,7 +268,10 @@ def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple
     calib_bs = min(s.batch_size, max(len(data.calib), 1))
     eval_bs = _default(compare.evaluate, "batch_size")
     evaluate = ("evaluate", 2 * _calls(data.eval.num_batches(eval_bs), eval_bs))
-    layers = ("compare layers", 3 * _calls(data.calib.num_batches(s.batch_size, _default(compare.layer_errors, "max_batches")), calib_bs))
+    layers = (
+        "compare layers",
+        3 * _calls(data.calib.num_batches(s.batch_size, _default(compare.layer_errors, "max_batches")), calib_bs),
+    )
 
     def quantize() -> list[tuple[str, float]]:
         if recipe.mode == "dynamic":
@@ -256,13 +280,22 @@ def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple
             steps = data.train.num_batches(q.batch_size) * q.epochs
             check = q.epochs * _calls(data.eval.num_batches(64), 64) if data.eval.labels is not None else 0.0
             return [("prepare", 40.0), ("train", 6 * _calls(steps, q.batch_size) + check), ("convert", 10.0)]
-        return [("prepare", 40.0), ("calibrate", 3 * _calls(data.calib.num_batches(s.batch_size, s.calib_batches), calib_bs)), ("convert", 10.0)]
+        return [
+            ("prepare", 40.0),
+            ("calibrate", 3 * _calls(data.calib.num_batches(s.batch_size, s.calib_batches), calib_bs)),
+            ("convert", 10.0),
+        ]
 
     plan = quantize()
     if s.skip_worst:
         plan += [layers, evaluate, *quantize(), evaluate]
     b = recipe.benchmark
-    plan += [evaluate, layers, ("script", 40.0), ("benchmark", sum(3 * (b.warmup + b.iters) * _calls(1, n) for n in b.batch_sizes))]
+    plan += [
+        evaluate,
+        layers,
+        ("script", 40.0),
+        ("benchmark", sum(3 * (b.warmup + b.iters) * _calls(1, n) for n in b.batch_sizes)),
+    ]
     if export:
         plan.append(("export", 30.0))
     return tuple(plan)

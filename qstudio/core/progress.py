@@ -97,7 +97,9 @@ class RunProgress:
     MIN_FRACTION = 0.005  # below this, or before MIN_ELAPSED, an estimate is a guess from almost nothing: none is given
     MIN_ELAPSED_S = 1.0
 
-    def __init__(self, plan: Sequence[tuple[str, float]] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, plan: Sequence[tuple[str, float]] | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self.started = clock()
         self._since = self.started  # what the estimate counts from: the run's start (or the stage's, unplanned)

@@ -140,7 +140,9 @@ class QuantSettings:
         _choice("settings.reduce_range", self.reduce_range, REDUCE_RANGE)
         for key in ("per_channel", "symmetric"):
             if not isinstance(getattr(self, key), bool):
-                raise RecipeError(f"settings.{key} = {getattr(self, key)!r} is not true or false", f"write {key} = true or false")
+                raise RecipeError(
+                    f"settings.{key} = {getattr(self, key)!r} is not true or false", f"write {key} = true or false"
+                )
         _positive("settings.calib_batches", self.calib_batches)
         _positive("settings.batch_size", self.batch_size)
         _positive("settings.skip_worst", self.skip_worst, allow_zero=True)
@@ -211,9 +213,10 @@ class Recipe:
         _choice("mode", self.mode, MODES)
         if self.input_dtype is not None:
             _choice("input_dtype", self.input_dtype, INPUT_DTYPES)
-        if self.input_shape is not None and (not self.input_shape or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape
-        )):
+        if self.input_shape is not None and (
+            not self.input_shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.input_shape)
+        ):
             raise RecipeError(
                 f"input_shape = {self.input_shape!r} is invalid",
                 "give positive integers with the batch first, e.g. [1, 3, 224, 224]",

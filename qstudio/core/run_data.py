@@ -86,4 +86,6 @@ def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
 def check_data_fits(model: nn.Module, data: RunData) -> None:
     """One sample of each data source through the float model, before any work: a mismatch names its setting."""
     sources = {"calib": data.calib, "train": data.train, "eval": None if data.eval_is_calib else data.eval}
-    check_fits(model, {role: (ds.sample(1), ds.description, ds.is_random) for role, ds in sources.items() if ds is not None})
+    check_fits(
+        model, {role: (ds.sample(1), ds.description, ds.is_random) for role, ds in sources.items() if ds is not None}
+    )

@@ -72,7 +72,9 @@ def follow_model(recipe: Recipe, loaded: LoadedModel) -> tuple[Recipe, list[str]
     recipe.input_dtype = None
     recipe.fusion = None
     if recipe.settings.skip:
-        notes.append(f"layers kept in float were cleared ({', '.join(recipe.settings.skip)} belong to the previous model)")
+        notes.append(
+            f"layers kept in float were cleared ({', '.join(recipe.settings.skip)} belong to the previous model)"
+        )
         recipe.settings.skip = []
     if is_demo:
         if recipe.calib.kind == "random":
@@ -86,7 +88,9 @@ def follow_model(recipe: Recipe, loaded: LoadedModel) -> tuple[Recipe, list[str]
             if src is not None and src.kind == "demo":
                 setattr(recipe, role, None)
         if recipe.calib.kind == "random":
-            notes.append("calibration: RANDOM data, so figures will not describe real inputs: choose real data in Settings > Data")
+            notes.append(
+                "calibration: RANDOM data, so figures will not describe real inputs: choose real data in Settings > Data"
+            )
     if loaded.input_dtype == "int64" and recipe.mode != "dynamic":
         notes.append(f"mode: dynamic (the model takes token ids; {recipe.mode} static quantization needs float inputs)")
         recipe.mode = "dynamic"
@@ -159,7 +163,9 @@ class Session:
 
     @staticmethod
     def _example_for(loaded: LoadedModel, recipe: Recipe) -> torch.Tensor | None:
-        shape = recipe.input_shape if same_model(recipe.model, loaded.source) and recipe.input_shape else loaded.input_shape
+        shape = (
+            recipe.input_shape if same_model(recipe.model, loaded.source) and recipe.input_shape else loaded.input_shape
+        )
         if not shape:
             return None
         return example_input(shape, recipe.input_dtype or loaded.input_dtype or "float32", loaded.module)

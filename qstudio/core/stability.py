@@ -81,7 +81,9 @@ def check_timing(
     flat = [s for group in stats.values() for s in group] if isinstance(stats, Mapping) else list(stats)
     reasons: list[str] = []
     spreads = [
-        (s.p90_ms / s.median_ms, s) for s in flat if s.median_ms > 0 and s.iters >= 2 and s.p90_ms - s.median_ms > SPREAD_FLOOR_MS
+        (s.p90_ms / s.median_ms, s)
+        for s in flat
+        if s.median_ms > 0 and s.iters >= 2 and s.p90_ms - s.median_ms > SPREAD_FLOOR_MS
     ]
     spread, worst = max(spreads, key=lambda t: t[0]) if spreads else (None, None)
     ratios = [(s.cpu_ratio, s) for s in flat if s.cpu_ratio is not None]

@@ -100,8 +100,7 @@ def _trace_or_script(model: nn.Module, example: Any, method: str = "auto") -> tu
     for w in caught:  # recorded so TracerWarnings can steer us; keep them visible in the log
         log.debug("while tracing: %s: %s", w.category.__name__, w.message)
     control_flow = [
-        w for w in caught
-        if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message)
+        w for w in caught if issubclass(w.category, torch.jit.TracerWarning) and "Python boolean" in str(w.message)
     ]
     if traced is not None and (not control_flow or method == "trace"):
         return traced, "traced"
@@ -118,7 +117,9 @@ def _trace_or_script(model: nn.Module, example: Any, method: str = "auto") -> tu
             log.warning(
                 "%s branches on tensor values (%s) and scripting failed (%s); using the trace, "
                 "which is only valid for inputs that take the same path",
-                type(model).__name__, control_flow[0].message, str(exc).splitlines()[0] if str(exc) else exc,
+                type(model).__name__,
+                control_flow[0].message,
+                str(exc).splitlines()[0] if str(exc) else exc,
             )
             return traced, "traced"
         raise ExportError(

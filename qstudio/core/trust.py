@@ -94,7 +94,9 @@ def what_runs(target: ModelSource | Recipe, base: Path | None = None) -> list[Co
     for file in factory_files(source):
         path = _resolve(file, base)
         risks.append(
-            CodeRisk(path, _sha_or_none(path), "factory", f"{path.name} is Python code: opening the model imports (runs) it")
+            CodeRisk(
+                path, _sha_or_none(path), "factory", f"{path.name} is Python code: opening the model imports (runs) it"
+            )
         )
     model = _model_file_risk(source, base)
     if model is not None:

@@ -65,4 +65,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     window.show()
     return QApplication.instance().exec()
-

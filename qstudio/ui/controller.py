@@ -184,6 +184,7 @@ class SessionController(QObject):
         not covered, e.g. one changed since the question, fails like any other
         load error, with nothing of it run.
         """
+
         def work() -> Generator[Progress, Any, Any]:
             yield Progress("load", 0, 1, f"loading {source.spec}")
             prepared = self.session.prepare_load(source, grants=grants)
@@ -213,7 +214,9 @@ class SessionController(QObject):
                 self.log.emit(f"warning: {w}")
             self.runFinished.emit(result)
 
-        return self.start(f"{self.session.recipe.mode} run", lambda: self.session.run(export=export), done, self.runFailed.emit)
+        return self.start(
+            f"{self.session.recipe.mode} run", lambda: self.session.run(export=export), done, self.runFailed.emit
+        )
 
     def update_recipe(self, recipe: Recipe) -> None:
         self.session.update_recipe(recipe)

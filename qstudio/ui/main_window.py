@@ -81,7 +81,9 @@ class MainWindow(RunDockMixin, ActionsMixin, ExportsMixin, WindowStateMixin, QMa
         self.splitter = splitter
         self.setCentralWidget(splitter)
         self.results_panel.layerClicked.connect(self.tree_panel.select_module)
-        self.tree_panel.selectedNamesChanged.connect(lambda names: names and self.results_panel.highlight_layer(names[0]))
+        self.tree_panel.selectedNamesChanged.connect(
+            lambda names: names and self.results_panel.highlight_layer(names[0])
+        )
         self.results_panel.keepWorstInFloat.connect(self.keep_in_float_and_rerun)
 
         self._build_run_dock()
@@ -166,7 +168,9 @@ class MainWindow(RunDockMixin, ActionsMixin, ExportsMixin, WindowStateMixin, QMa
     def reopen_last_recipe(self) -> None:
         text = self.qsettings.value("recipe/last", "")
         if not isinstance(text, str) or not text:
-            self.errors.report("No recipe was saved from an earlier session yet. Fix: run and close qstudio once first.", "")
+            self.errors.report(
+                "No recipe was saved from an earlier session yet. Fix: run and close qstudio once first.", ""
+            )
             return
         try:
             recipe = Recipe.from_toml(text)

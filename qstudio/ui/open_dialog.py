@@ -80,7 +80,9 @@ class OpenModelDialog(QDialog):
         if not path:
             return
         if path.endswith(".py"):
-            func, ok = QInputDialog.getText(self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build")
+            func, ok = QInputDialog.getText(
+                self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build"
+            )
             if not ok or not func:
                 return
             path = f"{path}:{func}"
@@ -90,7 +92,9 @@ class OpenModelDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, "Factory module", "", "Python (*.py)")
         if not path:
             return
-        func, ok = QInputDialog.getText(self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build")
+        func, ok = QInputDialog.getText(
+            self, "Factory function", f"Function in {Path(path).name} that builds the model:", text="build"
+        )
         if ok and func:
             self.factory.setText(f"{path}:{func}")
 

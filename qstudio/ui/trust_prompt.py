@@ -32,7 +32,9 @@ SETTINGS_GROUP = "trust/code"
 
 def remembered(settings: QSettings, risks: list[CodeRisk]) -> Grants:
     """The files among ``risks`` the user said yes to before, for this exact content."""
-    return granted(r for r in risks if r.sha256 is not None and settings.value(f"{SETTINGS_GROUP}/{r.sha256}") is not None)
+    return granted(
+        r for r in risks if r.sha256 is not None and settings.value(f"{SETTINGS_GROUP}/{r.sha256}") is not None
+    )
 
 
 def remember(settings: QSettings, risks: list[CodeRisk]) -> None:

@@ -76,9 +76,15 @@ class SmallConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
         )
         self.fc = nn.Linear(64, 10)
@@ -136,7 +142,9 @@ def ours_median(model, x: torch.Tensor, *, iters: int, warmup: int = 3, label: s
     return stats[0].median_ms
 
 
-def interleaved_rounds(model, x: torch.Tensor, *, rounds: int, iters: int, min_run_time: float) -> list[tuple[float, float]]:
+def interleaved_rounds(
+    model, x: torch.Tensor, *, rounds: int, iters: int, min_run_time: float
+) -> list[tuple[float, float]]:
     """Per round, (our median, torch.utils.benchmark's median), measured back-to-back.
 
     Many short rounds, alternating which timer goes first: other jobs on this
@@ -146,7 +154,7 @@ def interleaved_rounds(model, x: torch.Tensor, *, rounds: int, iters: int, min_r
     pairs: list[tuple[float, float]] = []
     for r in range(rounds):
         ours = theirs = 0.0
-        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for which in (0, 1) if r % 2 == 0 else (1, 0):
             if which == 0:
                 ours = ours_median(model, x, iters=iters)
             else:
@@ -196,7 +204,9 @@ def test_benchmark_agrees_with_torch_utils_on_int8_resnet18(
     # models it picks 100-call blocks, so under background load its figure is a
     # mean (spikes included) while ours is a per-call median, and they part by
     # 10-40% for reasons of statistics, not of timing.
-    assert_agrees(resnet18_int8_ts, image, rounds=10, iters=8, min_run_time=0.2, what="resnet18 INT8 TorchScript, batch 1")
+    assert_agrees(
+        resnet18_int8_ts, image, rounds=10, iters=8, min_run_time=0.2, what="resnet18 INT8 TorchScript, batch 1"
+    )
 
 
 def test_benchmark_reports_each_batch_size_and_progress(small_fp32: nn.Module) -> None:
@@ -310,9 +320,7 @@ def test_freeze_fp32_keeps_optimize_for_inference_for_large_outputs(resnet18: nn
 # --------------------------------------------------------------------------- quantized model: export + benchmark
 
 
-def test_quantized_export_reloads_identically(
-    small_int8: nn.Module, small_input: torch.Tensor, tmp_path: Path
-) -> None:
+def test_quantized_export_reloads_identically(small_int8: nn.Module, small_input: torch.Tensor, tmp_path: Path) -> None:
     target = tmp_path / "small_int8.pt"
     info = export_torchscript(small_int8, target, small_input)
     assert isinstance(info, ExportInfo)
@@ -417,8 +425,17 @@ def test_export_that_does_not_verify_keeps_earlier_file(tmp_path: Path) -> None:
 def test_environment_info_and_backends() -> None:
     info = environment.environment_info()
     for key in (
-        "qstudio", "python", "torch", "torchvision", "os", "cpu", "cpu_capability",
-        "vnni", "amx", "threads", "quantized_engines",
+        "qstudio",
+        "python",
+        "torch",
+        "torchvision",
+        "os",
+        "cpu",
+        "cpu_capability",
+        "vnni",
+        "amx",
+        "threads",
+        "quantized_engines",
     ):
         assert isinstance(info[key], str) and info[key], key
     assert info["threads"] == str(torch.get_num_threads())
@@ -480,8 +497,9 @@ def test_print_fp32_and_int8_path_table(
     int8, int8_ts = resnet18_int8, resnet18_int8_ts
     with torch.no_grad():
         assert torch.equal(int8_ts(image), int8(image))
-    int8_ms = _race({"INT8 eager GraphModule": (int8, image), "INT8 traced+frozen": (int8_ts, image)},
-                    rounds=3, iters=10)
+    int8_ms = _race(
+        {"INT8 eager GraphModule": (int8, image), "INT8 traced+frozen": (int8_ts, image)}, rounds=3, iters=10
+    )
     _table(int8_ms, f"resnet18 INT8 (FX, x86), batch 1, {THREADS} thread(s), median ms")
     print(f"  size: FP32 {model_size_mb(resnet18):.1f} MB, INT8 TorchScript {model_size_mb(int8_ts):.1f} MB")
     assert all(v > 0 for v in [*fp32_ms.values(), *int8_ms.values()])

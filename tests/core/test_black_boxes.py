@@ -140,7 +140,9 @@ def bert() -> nn.Module:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    config = BertConfig(
+        vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+    )
     return Tokens(BertModel(config))
 
 
@@ -249,7 +251,9 @@ def test_qat_trains_the_regions_and_keeps_the_black_box_float() -> None:
     model = helper_net().eval()
     gen = torch.Generator().manual_seed(0)
     data = Dataset(torch.randn(16, 1, 16, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen), "random")
-    recipe = Recipe(mode="qat", settings=QuantSettings(calib_batches=2, batch_size=8), qat=QATSettings(epochs=1, batch_size=8))
+    recipe = Recipe(
+        mode="qat", settings=QuantSettings(calib_batches=2, batch_size=8), qat=QATSettings(epochs=1, batch_size=8)
+    )
     inp = FlowInput(model, recipe, [], data, data.sample(1), data, data)
     flow = get_flow(recipe)
     flow.preflight(inp)
@@ -332,7 +336,9 @@ def test_bert_encoder_quantizes_statically_in_one_run() -> None:
     assert len(linears) == 2 * 3  # attention output, intermediate, output: static INT8 in the traced region
     q = result.quantized
     assert q is not None
-    assert type(module_for(q, "model.encoder.layer.0.output.dense")).__module__.startswith("torch.ao.nn.quantized.modules")
+    assert type(module_for(q, "model.encoder.layer.0.output.dense")).__module__.startswith(
+        "torch.ao.nn.quantized.modules"
+    )
     assert isinstance(module_for(q, "model.encoder.layer.1.attention.self.query"), DynamicLinear)
     assert len(int8(result, "model.encoder.")) >= 12  # every encoder Linear
     assert floats(result, "model.embeddings.")  # the embeddings box stays float

@@ -124,7 +124,9 @@ def test_dynamic_sentence_transformer_keeps_embeddings(tmp_path, quick_bench):
     import numpy as np
 
     np.save(tmp_path / "ids.npy", ids.numpy())
-    recipe = Recipe(mode="dynamic", calib=DataSource(kind="tensor", path=str(tmp_path / "ids.npy")), benchmark=quick_bench)
+    recipe = Recipe(
+        mode="dynamic", calib=DataSource(kind="tensor", path=str(tmp_path / "ids.npy")), benchmark=quick_bench
+    )
     result = run(run_recipe(recipe, loaded, export=tmp_path / "enc.pt"))
     assert result.evaluation.cosine > 0.99
     assert result.evaluation.output_sqnr_db > 20
@@ -147,7 +149,9 @@ def test_dynamic_on_conv_model_says_nothing_to_quantize(demo, quick_bench):
 
 def test_fx_trace_failure_names_module_and_line(quick_bench):
     loaded = load_model(ModelSource(factory("gated_cnn")))
-    recipe = Recipe(mode="fx", calib=DataSource(kind="random", limit=8), input_shape=[1, 1, 16, 16], benchmark=quick_bench)
+    recipe = Recipe(
+        mode="fx", calib=DataSource(kind="random", limit=8), input_shape=[1, 1, 16, 16], benchmark=quick_bench
+    )
     with pytest.raises(FlowError) as err:
         run(run_recipe(recipe, loaded))
     msg = str(err.value)
@@ -214,7 +218,11 @@ def test_float_reference_has_no_observer_left_under_any_name(mode):
     groups = fusion.suggest_groups(loaded.module).groups
     q = run(get_flow(recipe).run(FlowInput(loaded.module, recipe, groups, calib, calib.sample(1))))
     prepared_had = any(isinstance(m, ObserverBase) for m in q.reference.modules())
-    left = [n for n, m in q.reference.named_modules(remove_duplicate=False) if isinstance(m, (ObserverBase, FakeQuantizeBase))]
+    left = [
+        n
+        for n, m in q.reference.named_modules(remove_duplicate=False)
+        if isinstance(m, (ObserverBase, FakeQuantizeBase))
+    ]
     assert not prepared_had and left == []
 
 
@@ -231,8 +239,10 @@ def test_fx_runs_leave_no_observed_model_alive(demo, mode):
     calib = load_dataset(DataSource(kind="demo", split="calib"))
     recipe = Recipe(mode=mode, settings=QuantSettings(calib_batches=1), qat=QATSettings(epochs=1, batch_size=64))
     groups = fusion.suggest_groups(demo.module).groups
-    results = [run(get_flow(recipe).run(FlowInput(demo.module, recipe, groups, calib, calib.sample(1), calib, calib)))
-               for _ in range(2)]
+    results = [
+        run(get_flow(recipe).run(FlowInput(demo.module, recipe, groups, calib, calib.sample(1), calib, calib)))
+        for _ in range(2)
+    ]
     gc.collect()
     observed = [m for m in gc.get_objects() if isinstance(m, (ObserverBase, FakeQuantizeBase))]
     assert observed == [], f"{len(observed)} observers still alive after {len(results)} runs"
@@ -262,7 +272,9 @@ def test_fx_flow_converts_resnet18_to_the_same_ops_as_the_pytorch_script():
     theirs = convert_fx(prepared)
 
     def kinds(gm):
-        return collections.Counter(type(gm.get_submodule(n.target)).__name__ for n in gm.graph.nodes if n.op == "call_module")
+        return collections.Counter(
+            type(gm.get_submodule(n.target)).__name__ for n in gm.graph.nodes if n.op == "call_module"
+        )
 
     assert kinds(ours) == kinds(theirs)
     assert kinds(ours)["ConvReLU2d"] == 9

@@ -161,7 +161,17 @@ def test_int64_data_for_a_float_model_names_the_flag(tmp_path):
 
 def test_cli_refuses_demo_data_for_resnet18_with_one_line_and_exit_2(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "qstudio.cli", "quantize", "torchvision:resnet18", "--mode", "fx", "--calib-data", "demo"],
+        [
+            sys.executable,
+            "-m",
+            "qstudio.cli",
+            "quantize",
+            "torchvision:resnet18",
+            "--mode",
+            "fx",
+            "--calib-data",
+            "demo",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -198,8 +208,21 @@ def test_cli_token_id_factory_quantizes_dynamically_with_int64_data(tmp_path):
         )
     )
     out = subprocess.run(
-        [sys.executable, "-m", "qstudio.cli", "quantize", f"{plain}:build", "--mode", "dynamic",
-         "--calib-data", str(ids), "--iters", "3", "--json", str(tmp_path / "r.json")],
+        [
+            sys.executable,
+            "-m",
+            "qstudio.cli",
+            "quantize",
+            f"{plain}:build",
+            "--mode",
+            "dynamic",
+            "--calib-data",
+            str(ids),
+            "--iters",
+            "3",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

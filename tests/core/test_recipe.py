@@ -16,7 +16,9 @@ from qstudio.core.recipe import (
 )
 
 VARIANTS = {
-    "eager": Recipe(mode="eager", fusion=[["conv1", "bn1", "relu"]], settings=QuantSettings(observer="minmax", skip=["fc"])),
+    "eager": Recipe(
+        mode="eager", fusion=[["conv1", "bn1", "relu"]], settings=QuantSettings(observer="minmax", skip=["fc"])
+    ),
     "fx": Recipe(
         mode="fx",
         model=ModelSource("weights.pt", factory="model.py:build", trusted_sha256=None),

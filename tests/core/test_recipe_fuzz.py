@@ -35,13 +35,17 @@ def _load(path, data: bytes) -> None:
         assert str(exc) and exc.fix, "every recipe error names a fix"
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
+)
 @given(data=st.binary(max_size=400))
 def test_random_bytes(tmp_path, data):
     _load(tmp_path / "r.toml", data)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
+)
 @given(cut=st.integers(0, len(VALID)), insert=st.text(max_size=12))
 def test_truncated_and_spliced_text(tmp_path, cut, insert):
     _load(tmp_path / "r.toml", (VALID[:cut] + insert + VALID[cut:]).encode("utf-8"))

@@ -51,7 +51,9 @@ def _check_export(result, path):
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_fx_ptq_end_to_end(name, labeled, tmp_path):
     loaded = _load(name)
-    recipe = Recipe(mode="fx", input_shape=SHAPE, calib=labeled, settings=QuantSettings(calib_batches=2), benchmark=BENCH)
+    recipe = Recipe(
+        mode="fx", input_shape=SHAPE, calib=labeled, settings=QuantSettings(calib_batches=2), benchmark=BENCH
+    )
     result = run(run_recipe(recipe, loaded, export=tmp_path / "m.pt"))
     assert not result.coverage.float_layers, result.coverage.float_layers
     assert result.evaluation.cosine > 0.98

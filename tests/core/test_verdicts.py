@@ -333,7 +333,8 @@ def small_cnn() -> nn.Module:
 
 def _expected_reasons(stats: list[bench.LatencyStat]) -> tuple[bool, bool]:
     spread = any(
-        s.p90_ms / s.median_ms > stability.SPREAD_LIMIT and s.p90_ms - s.median_ms > stability.SPREAD_FLOOR_MS for s in stats
+        s.p90_ms / s.median_ms > stability.SPREAD_LIMIT and s.p90_ms - s.median_ms > stability.SPREAD_FLOOR_MS
+        for s in stats
     )
     starved = any(s.cpu_ratio is not None and s.cpu_ratio < stability.CPU_RATIO_LIMIT for s in stats)
     return spread, starved

@@ -272,7 +272,9 @@ def test_drop_a_factory_then_reopen_the_demo_from_recent(qtbot, window, tmp_path
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "weights.pt"))])
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "weights.pt")
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     window.dropEvent(event)
     # a state_dict without its factory: a clear error, the demo kept
     problem, fix = error_shown(qtbot, window)

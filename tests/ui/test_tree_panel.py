@@ -281,7 +281,9 @@ def test_busy_disables_editing(qtbot, panel, controller):
     )
     controller.busyChanged.emit(False)
     assert panel.suggest_button.isEnabled() and panel.unfuse_button.isEnabled()
-    assert panel.proxy.flags(proxy_index(panel, "fc")) & Qt.ItemFlag.ItemIsUserCheckable  # indexes do not survive a layout change
+    assert (
+        panel.proxy.flags(proxy_index(panel, "fc")) & Qt.ItemFlag.ItemIsUserCheckable
+    )  # indexes do not survive a layout change
 
 
 def test_context_menu_keeps_in_float_and_copies(qtbot, panel, controller):

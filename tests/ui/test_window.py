@@ -168,7 +168,9 @@ def test_event_loop_never_blocks_during_calibration(qtbot, window):
     run_to_end(qtbot, window)
     timer.stop()
     largest, where = max(gaps)
-    print(f"\nlargest event-loop gap during a demo run: {largest} ms (ending at '{where}') over {time.perf_counter() - t0:.1f} s")
+    print(
+        f"\nlargest event-loop gap during a demo run: {largest} ms (ending at '{where}') over {time.perf_counter() - t0:.1f} s"
+    )
     assert largest < 100, sorted(gaps, reverse=True)[:5]
 
 

@@ -153,8 +153,7 @@ def forward_error(
 
     if memory.is_out_of_memory(exc):
         return DataError(
-            f"ran out of memory in {where_in} ({batch_size} samples per batch: "
-            f"{graphs.first_line(exc)})",
+            f"ran out of memory in {where_in} ({batch_size} samples per batch: {graphs.first_line(exc)})",
             f"lower {key} (now {batch_size}), e.g. to {max(batch_size // 4, 1)}, or close other programs",
         )
     module = _failing_module(exc, model, prefix)
@@ -326,7 +325,14 @@ def convert_step(
     notes = [*(notes or []), *transposed_kernel_notes(quantized, prefix)]
     yield Progress("convert", 1, 1)
     return QuantizedModel(
-        quantized.eval(), reference, mode, prefix, seconds, time.perf_counter() - start, history or [], list(notes or [])
+        quantized.eval(),
+        reference,
+        mode,
+        prefix,
+        seconds,
+        time.perf_counter() - start,
+        history or [],
+        list(notes or []),
     )
 
 
@@ -343,7 +349,11 @@ def transposed_kernel_notes(quantized: nn.Module, prefix: str = "") -> list[str]
     import torch.ao.nn.quantized as nnq
     from torch.nn import functional as F
 
-    kinds = {nnq.ConvTranspose1d: F.conv_transpose1d, nnq.ConvTranspose2d: F.conv_transpose2d, nnq.ConvTranspose3d: F.conv_transpose3d}
+    kinds = {
+        nnq.ConvTranspose1d: F.conv_transpose1d,
+        nnq.ConvTranspose2d: F.conv_transpose2d,
+        nnq.ConvTranspose3d: F.conv_transpose3d,
+    }
     notes = []
     gen = torch.Generator().manual_seed(0)
     for name, m in quantized.named_modules():
@@ -351,11 +361,22 @@ def transposed_kernel_notes(quantized: nn.Module, prefix: str = "") -> list[str]
         if fn is None:
             continue
         dims = len(m.kernel_size)
-        xq = torch.quantize_per_tensor(torch.rand(1, m.in_channels, *[6] * dims, generator=gen), 1 / 255, 0, torch.quint8)
+        xq = torch.quantize_per_tensor(
+            torch.rand(1, m.in_channels, *[6] * dims, generator=gen), 1 / 255, 0, torch.quint8
+        )
         try:
             weight, bias = m.weight(), m.bias()
             with torch.no_grad():
-                ref = fn(xq.dequantize(), weight.dequantize(), bias, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+                ref = fn(
+                    xq.dequantize(),
+                    weight.dequantize(),
+                    bias,
+                    m.stride,
+                    m.padding,
+                    m.output_padding,
+                    m.groups,
+                    m.dilation,
+                )
                 probe = copy.copy(m)  # shares the packed weight; its own output scale fits this input
                 lo, hi = min(float(ref.min()), 0.0), max(float(ref.max()), 1e-6)
                 probe.scale, probe.zero_point = (hi - lo) / 255, round(-lo / ((hi - lo) / 255))
@@ -367,7 +388,9 @@ def transposed_kernel_notes(quantized: nn.Module, prefix: str = "") -> list[str]
             user = name[len(prefix) :] if prefix and name.startswith(prefix) else name
             user = ".".join(p for p in user.split(".") if p != ISLAND_ATTR)
             engine = torch.backends.quantized.engine
-            others = " or ".join(b for b in ("fbgemm", "qnnpack", "x86") if b != engine and not (engine == "onednn" and b == "x86"))
+            others = " or ".join(
+                b for b in ("fbgemm", "qnnpack", "x86") if b != engine and not (engine == "onednn" and b == "x86")
+            )
             notes.append(
                 f"torch's {engine} kernel for {type(m).__name__} '{user}' computes wrong results for this layer's shape "
                 f"(cosine {cos:.2f} to the same arithmetic in float), as the bare PyTorch script does: keep it in float "

@@ -67,7 +67,12 @@ def is_conv1d(module: nn.Module) -> bool:
     ``Conv1D`` with an ``nf`` attribute (its output features) and a 2-D weight.
     """
     weight = getattr(module, "weight", None)
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and isinstance(weight, torch.Tensor) and weight.dim() == 2
+    return (
+        type(module).__name__ == "Conv1D"
+        and hasattr(module, "nf")
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+    )
 
 
 def conv1d_as_linear(model: nn.Module) -> int:
@@ -81,7 +86,9 @@ def conv1d_as_linear(model: nn.Module) -> int:
     for name, conv in found:
         weight = conv.weight.detach()
         bias = getattr(conv, "bias", None)
-        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        linear = nn.Linear(
+            weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device, dtype=weight.dtype
+        )
         with torch.no_grad():
             linear.weight.copy_(weight.t())
             if bias is not None:

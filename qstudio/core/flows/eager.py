@@ -94,7 +94,9 @@ def _float_islands(model: nn.Module, skip: list[str], groups: list[list[str]]) -
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise FlowError(f"module '{name}' to keep in float does not exist", "check the name in the module tree") from None
+            raise FlowError(
+                f"module '{name}' to keep in float does not exist", "check the name in the module tree"
+            ) from None
         module.qconfig = None  # type: ignore[assignment]
         _set_module(model, name, FloatIsland(module))
 
@@ -193,7 +195,9 @@ def _assign_qconfigs(model: nn.Module, qat: bool, s: QuantSettings, notes: list[
 
     walk(model, None, "")
     if own_floats:
-        shown = ", ".join(f"'{n}'" for n in own_floats[:5]) + (f" and {len(own_floats) - 5} more" if len(own_floats) > 5 else "")
+        shown = ", ".join(f"'{n}'" for n in own_floats[:5]) + (
+            f" and {len(own_floats) - 5} more" if len(own_floats) > 5 else ""
+        )
         notes.append(f"the model keeps {shown} in float (qconfig = None in its source)")
     if fallbacks:
         notes.append(per_tensor_note(fallbacks))
@@ -277,9 +281,12 @@ def _explain(exc: BaseException, inp: FlowInput, tracker: _ModuleTracker, prefix
         module = ""  # one of the stubs qstudio put around the model
     module = ".".join(p for p in module[len(prefix) :].split(".") if p != ISLAND_ATTR)
     found = blockers(inp.model, set(inp.recipe.settings.skip))
-    listing = f"; eager mode cannot run tensor arithmetic between quantized modules, found at {', '.join(found[:3])}" + (
-        f" and {len(found) - 3} more" if len(found) > 3 else ""
-    ) if found else ""
+    listing = (
+        f"; eager mode cannot run tensor arithmetic between quantized modules, found at {', '.join(found[:3])}"
+        + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        if found
+        else ""
+    )
     at = f" at {where}" if where else ""
     problem = f"eager mode fails in '{module or 'the model'}'{at}: {graphs.first_line(exc)}{listing}"
     hints = _hints(inp.model)
@@ -351,6 +358,14 @@ class EagerQAT:
         seconds = time.perf_counter() - start
         return (
             yield from convert_step(
-                prepared, _convert, "qat", prefix, seconds, history, hints=_hints(inp.model), notes=notes, no_skip=_RECURRENT
+                prepared,
+                _convert,
+                "qat",
+                prefix,
+                seconds,
+                history,
+                hints=_hints(inp.model),
+                notes=notes,
+                no_skip=_RECURRENT,
             )
         )

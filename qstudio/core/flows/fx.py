@@ -162,7 +162,9 @@ def _prepare(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> torch.fx.G
     call = prepare_qat_fx if qat else prepare_fx
     try:
         with _no_stack_traces():
-            return call(model, qconfig_mapping(s, s.skip, qat=qat), (inp.example,), prepare_custom_config=_custom_config(inp))
+            return call(
+                model, qconfig_mapping(s, s.skip, qat=qat), (inp.example,), prepare_custom_config=_custom_config(inp)
+            )
     except Exception as exc:
         explain_trace(inp)  # a trace failure has its own, better message
         raise refusal(exc, call.__name__, model) from exc
@@ -190,7 +192,12 @@ def _prepare_model(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> Gene
     s = inp.recipe.settings
     first = graphs.trace(model, set(s.skip))
     if not isinstance(first, graphs.TraceFailure) and not graphs.decorated_forward(model):
-        yield Progress("prepare", 0, 1, "inserting fake-quant modules (prepare_qat_fx)" if qat else "inserting observers (prepare_fx)")
+        yield Progress(
+            "prepare",
+            0,
+            1,
+            "inserting fake-quant modules (prepare_qat_fx)" if qat else "inserting observers (prepare_fx)",
+        )
         return _Prepared(_prepare(inp, model, qat=qat))
     first = first if isinstance(first, graphs.TraceFailure) else None
     yield Progress("prepare", 0, 1, "finding the parts FX cannot trace; they stay float (black boxes)")
@@ -201,7 +208,9 @@ def _prepare_model(inp: FlowInput, model: torch.nn.Module, *, qat: bool) -> Gene
 
     def prepare_one(gm: torch.nn.Module, leaves: list[str], inputs: tuple[torch.Tensor, ...]) -> torch.nn.Module:
         with _no_stack_traces():
-            return call(gm, qconfig_mapping(s, leaves, qat=qat), inputs, prepare_custom_config=regions.custom_config(leaves))
+            return call(
+                gm, qconfig_mapping(s, leaves, qat=qat), inputs, prepare_custom_config=regions.custom_config(leaves)
+            )
 
     prepared = regions.prepare(model, plan, s.skip, prepare_one, call.__name__)
     regions.check(plan, first, branches=False)  # regions torch.ao refused may leave nothing quantized
@@ -233,7 +242,13 @@ class FxPTQ:
         seconds = yield from calibrate(ready.module, inp.calib, s.batch_size, s.calib_batches)
         return (
             yield from convert_step(
-                ready.module, ready.convert, "fx", "", seconds, label=CONVERT_LABEL, step="convert_fx",
+                ready.module,
+                ready.convert,
+                "fx",
+                "",
+                seconds,
+                label=CONVERT_LABEL,
+                step="convert_fx",
                 notes=[*ready.notes(), *_notes(inp)],
             )
         )
@@ -262,7 +277,14 @@ class FxQAT:
         seconds = time.perf_counter() - start
         return (
             yield from convert_step(
-                ready.module, ready.convert, "qat", "", seconds, history, label=CONVERT_LABEL, step="convert_fx",
+                ready.module,
+                ready.convert,
+                "qat",
+                "",
+                seconds,
+                history,
+                label=CONVERT_LABEL,
+                step="convert_fx",
                 notes=[*ready.notes(), *_notes(inp)],
             )
         )

@@ -153,7 +153,9 @@ def _merge(calls: list[Call]) -> Call:
             return Call(problem="it is called with tensors for different arguments")
         for key, value in first.constants.items():
             if key not in call.constants or not _same(value, call.constants[key]):
-                return Call(problem=f"it is called with different values for '{key.lstrip('*')}' (or with another batch size)")
+                return Call(
+                    problem=f"it is called with different values for '{key.lstrip('*')}' (or with another batch size)"
+                )
     return first
 
 
@@ -177,7 +179,9 @@ def capture_calls(model: nn.Module, inputs: Sequence[torch.Tensor], names: set[s
         def hook(module: nn.Module, args: tuple, output: object) -> None:
             calls = seen.get(name)
             if calls and not calls[-1].problem and not _traceable_output(output):
-                calls[-1] = Call(problem=f"it returns a {type(output).__name__}, which a traced module would return as a dict")
+                calls[-1] = Call(
+                    problem=f"it returns a {type(output).__name__}, which a traced module would return as a dict"
+                )
 
         return hook
 
@@ -285,7 +289,9 @@ class _Planner:
             )
             self.quantized.update(inside)
         for box in boxes:
-            if not kept or 2 * self._weights(box) > total:  # the boxes hold the layers (GPT-2 in a wrapper): plan inside
+            if (
+                not kept or 2 * self._weights(box) > total
+            ):  # the boxes hold the layers (GPT-2 in a wrapper): plan inside
                 self.visit(box)
             else:
                 self._float_code(box)
@@ -407,9 +413,7 @@ def prepare(
     return root
 
 
-def convert(
-    prepared: nn.Module, p: Plan, s: QuantSettings, convert_one: Callable[[nn.Module], nn.Module]
-) -> nn.Module:
+def convert(prepared: nn.Module, p: Plan, s: QuantSettings, convert_one: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """Convert each region (innermost first) and quantize the Linears left in float code dynamically."""
     from qstudio.core.flows.dynamic import _full_range_activations
     from qstudio.core.flows.qconfig import dynamic_qconfig, reduce_range
@@ -444,7 +448,9 @@ def notes(p: Plan) -> list[str]:
     if groups:
         parts = []
         for (mtype, at, reason), paths in groups.items():
-            named = ", ".join(["the model's own forward"] * ("" in paths) + [_names([n for n in paths if n])] * any(paths))
+            named = ", ".join(
+                ["the model's own forward"] * ("" in paths) + [_names([n for n in paths if n])] * any(paths)
+            )
             parts.append(f"{named} ({mtype}){at}: {reason}")
         out.append(
             f"Kept in float as black boxes (FX cannot trace them; the rest is quantized, {len(p.regions)} traced "
@@ -470,4 +476,3 @@ def custom_config(leaves: Sequence[str]) -> PrepareCustomConfig:
 
 
 __all__ = ["Call", "Plan", "Region", "capture_calls", "check", "convert", "custom_config", "notes", "plan", "prepare"]
-

@@ -67,7 +67,9 @@ def train_fake_quant(
             except Exception as exc:
                 raise forward_error(exc, prepared, "train", epoch * steps + i + 1, total, *where) from exc
             if not torch.isfinite(loss):
-                raise FlowError(f"training loss became {float(loss)} in epoch {epoch + 1}", "lower the learning rate (qat.lr)")
+                raise FlowError(
+                    f"training loss became {float(loss)} in epoch {epoch + 1}", "lower the learning rate (qat.lr)"
+                )
             try:
                 loss.backward()
             except Exception as exc:
@@ -76,7 +78,9 @@ def train_fake_quant(
             running += float(loss) * len(y)
             correct += int((out.argmax(-1) == y).sum())
             seen += len(y)
-            yield Progress("train", epoch * steps + i + 1, total, f"epoch {epoch + 1}/{cfg.epochs}", {"loss": float(loss)})
+            yield Progress(
+                "train", epoch * steps + i + 1, total, f"epoch {epoch + 1}/{cfg.epochs}", {"loss": float(loss)}
+            )
         prepared.eval()
         eval_acc = accuracy(prepared, evaluate) if evaluate is not None and evaluate.labels is not None else None
         stats = EpochStats(epoch + 1, running / seen, correct / seen, eval_acc)

@@ -17,7 +17,9 @@ from qstudio.core.recipe import ModelSource
 class ActionsMixin:
     """The QActions (``act_open``, ``act_run`` ...), menus (``recent_menu``) and toolbar of the main window."""
 
-    def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "", *, name: str = "") -> QAction:
+    def _action(
+        self, text: str, slot, shortcut: QKeySequence | str | None = None, tip: str = "", *, name: str = ""
+    ) -> QAction:
         act = QAction(text, self)
         act.setObjectName(name)  # part of the testing surface: docs/ui-testing.md lists them
         if shortcut is not None:
@@ -29,19 +31,52 @@ class ActionsMixin:
         return act
 
     def _build_actions(self) -> None:
-        self.act_open = self._action("&Open model…", self.open_model_dialog, QKeySequence.StandardKey.Open, "Open a weights file, factory or model file", name="openModelAction")
-        self.act_open_tv = self._action("Open &torchvision architecture…", self.open_torchvision, "Ctrl+Shift+O", name="openTorchvisionAction")
-        self.act_open_demo = self._action("Open the &demo", lambda: self.open_model(ModelSource("demo")), name="openDemoAction")
-        self.act_open_recipe = self._action("Open &recipe…", self.open_recipe_dialog, "Ctrl+Shift+R", name="openRecipeAction")
-        self.act_save_recipe = self._action("&Save recipe…", self.save_recipe, QKeySequence.StandardKey.Save, name="saveRecipeAction")
-        self.act_last_recipe = self._action("Reopen &last recipe", self.reopen_last_recipe, tip="The recipe in use when qstudio was last closed", name="reopenLastRecipeAction")
-        self.act_export = self._action("&Export TorchScript…", self.export_torchscript, "Ctrl+E", "Export the INT8 model, verified by reload", name="exportAction")
-        self.act_report = self._action("Export &report…", self.export_report, "Ctrl+Shift+E", "Self-contained HTML report", name="exportReportAction")
+        self.act_open = self._action(
+            "&Open model…",
+            self.open_model_dialog,
+            QKeySequence.StandardKey.Open,
+            "Open a weights file, factory or model file",
+            name="openModelAction",
+        )
+        self.act_open_tv = self._action(
+            "Open &torchvision architecture…", self.open_torchvision, "Ctrl+Shift+O", name="openTorchvisionAction"
+        )
+        self.act_open_demo = self._action(
+            "Open the &demo", lambda: self.open_model(ModelSource("demo")), name="openDemoAction"
+        )
+        self.act_open_recipe = self._action(
+            "Open &recipe…", self.open_recipe_dialog, "Ctrl+Shift+R", name="openRecipeAction"
+        )
+        self.act_save_recipe = self._action(
+            "&Save recipe…", self.save_recipe, QKeySequence.StandardKey.Save, name="saveRecipeAction"
+        )
+        self.act_last_recipe = self._action(
+            "Reopen &last recipe",
+            self.reopen_last_recipe,
+            tip="The recipe in use when qstudio was last closed",
+            name="reopenLastRecipeAction",
+        )
+        self.act_export = self._action(
+            "&Export TorchScript…",
+            self.export_torchscript,
+            "Ctrl+E",
+            "Export the INT8 model, verified by reload",
+            name="exportAction",
+        )
+        self.act_report = self._action(
+            "Export &report…",
+            self.export_report,
+            "Ctrl+Shift+E",
+            "Self-contained HTML report",
+            name="exportReportAction",
+        )
         self.act_charts = self._action("Export chart &PNGs…", self.export_charts, name="exportChartsAction")
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, name="quitAction")
         self.act_run = self._action("&Run", self.run, "F5", "Quantize with the current settings", name="runAction")
         self.act_run.setShortcuts([QKeySequence("F5"), QKeySequence("Ctrl+R")])
-        self.act_cancel = self._action("&Cancel", self.controller.cancel, "Esc", "Stop after the current batch", name="cancelAction")
+        self.act_cancel = self._action(
+            "&Cancel", self.controller.cancel, "Esc", "Stop after the current batch", name="cancelAction"
+        )
 
         menu = self.menuBar().addMenu("&File")
         for a in (self.act_open, self.act_open_tv, self.act_open_demo):

@@ -42,7 +42,9 @@ class ExportsMixin:
             return info
 
         def done(info) -> None:
-            self.log_line(f"exported {info.path} ({info.size_mb:.2f} MB, {info.method}, reloaded and verified: max diff {info.max_abs_diff:.2g})")
+            self.log_line(
+                f"exported {info.path} ({info.size_mb:.2f} MB, {info.method}, reloaded and verified: max diff {info.max_abs_diff:.2g})"
+            )
             self.statusBar().showMessage(f"Exported {info.path}", 8000)
 
         self.controller.start("export TorchScript", work, done)

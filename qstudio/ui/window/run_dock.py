@@ -56,7 +56,9 @@ class RunDockMixin:
         self.progress_bar.setFormat("idle")
         self.eta_label = QLabel("")
         self.eta_label.setObjectName("etaLabel")
-        self.eta_label.setMinimumWidth(self.eta_label.fontMetrics().horizontalAdvance("about 59 min left (whole run)") + 8)
+        self.eta_label.setMinimumWidth(
+            self.eta_label.fontMetrics().horizontalAdvance("about 59 min left (whole run)") + 8
+        )
         for w in (self.run_button, self.cancel_button):
             row.addWidget(w)
         row.addWidget(self.progress_bar, 1)
@@ -73,7 +75,9 @@ class RunDockMixin:
         dock = QDockWidget("Run", self)
         dock.setObjectName("runDock")
         dock.setWidget(panel)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
         self.resizeDocks([dock], [112], Qt.Orientation.Vertical)
         self.run_dock = dock
@@ -145,4 +149,6 @@ class RunDockMixin:
         if step.metrics and "epoch" in step.metrics:
             m = step.metrics
             acc = f", eval accuracy {m['eval_accuracy']:.2%}" if "eval_accuracy" in m else ""
-            self.log_line(f"epoch {m['epoch']:.0f}: loss {m['loss']:.4f}, train accuracy {m['train_accuracy']:.2%}{acc}")
+            self.log_line(
+                f"epoch {m['epoch']:.0f}: loss {m['loss']:.4f}, train accuracy {m['train_accuracy']:.2%}{acc}"
+            )
