@@ -307,6 +307,14 @@ def classify(
     timed_out: bool = False,
 ) -> Outcome:
     """What one CLI run of ``entry`` amounts to, from its exit, its output and the files it wrote."""
+    out = _classify(entry, exit_code, stdout, stderr, json_path, export_path, timed_out)
+    out.error = out.error.replace(str(json_path.parent) + os.sep, "")  # "out.pt", not the scratch folder it was in
+    return out
+
+
+def _classify(
+    entry: Entry, exit_code: int | None, stdout: str, stderr: str, json_path: Path, export_path: Path, timed_out: bool
+) -> Outcome:
     out = Outcome(entry.name, entry.family, entry.model, entry.mode, "", "traceback", exit_code)
     text = stdout + "\n" + stderr
     errors = _ERROR_LINE.findall(stderr)
@@ -430,7 +438,7 @@ def _float(o: Outcome) -> str:
     if o.bucket != "ok":
         return ""
     if not o.float_layers:
-        return f"nothing ({o.quantized_layers} layers INT8)"
+        return f"nothing ({o.quantized_layers} layer{'s' if o.quantized_layers != 1 else ''} INT8)"
     shown = ", ".join(f"`{n}`" for n in o.float_layers[:3])
     more = f" and {len(o.float_layers) - 3} more" if len(o.float_layers) > 3 else ""
     return f"{len(o.float_layers)} of {len(o.float_layers) + (o.quantized_layers or 0)}: {shown}{more}"
@@ -498,6 +506,8 @@ def markdown(outcomes: list[Outcome], meta: dict[str, Any], before: dict[str, An
         f"- qstudio imported from `{meta['qstudio']}`; {meta['seconds'] / 60:.0f} min in all",
         f"- regenerate: `{meta['command']}`",
     ]
+    if meta.get("note"):
+        lines.append(f"- note: {meta['note']}")
     if before:
         bm = before["meta"]
         lines.append(
@@ -538,6 +548,11 @@ def _qstudio_file(root: Path | None) -> str:
     return proc.stdout.strip()
 
 
+def _exit_code(path: Path) -> int | None:
+    text = path.read_text().strip()
+    return None if text in ("timeout", "None") else int(text)
+
+
 def regenerate_command(args: argparse.Namespace) -> str:
     """The command that makes this document again: the run's own options, without its scratch folders."""
     cmd = ["python", "benchmarks/zoo.py"]
@@ -561,6 +576,12 @@ def reclassify(results: dict[str, Any], runs: Path) -> list[Outcome]:
     """Classify a finished run again from its kept files (``--keep``): the judging changed, the runs did not."""
     by_name = {e.name: e for e in ENTRIES}
     outcomes = []
+    if not results.get("results"):  # an interrupted run: what its folders hold (exit.txt says how each ended)
+        results = {**results, "results": [
+            {"entry": e.name, "bucket": "", "result": (runs / e.name / "exit.txt").read_text().strip(),
+             "exit_code": _exit_code(runs / e.name / "exit.txt"), "seconds": 0.0, "command": ""}
+            for e in ENTRIES if (runs / e.name / "exit.txt").is_file()
+        ]}  # fmt: skip
     for old in results["results"]:
         entry, d = by_name[old["entry"]], runs / old["entry"]
         if old["bucket"] == "skipped" or not d.is_dir():
@@ -606,10 +627,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.reclassify:
         if not args.keep:
             p.error("--reclassify needs --keep, the folder the run kept its files in")
-        results = json.loads(args.reclassify.read_text())
+        results = json.loads(args.reclassify.read_text()) if args.reclassify.is_file() else {"meta": {}}
         outcomes = reclassify(results, args.keep)
         print(counts_line(counts(outcomes)))
-        write(outcomes, results["meta"], args)
+        meta = results["meta"] or {  # an interrupted run left no meta: what can still be said
+            "label": args.label, "date": "?", "torch": "?", "torchvision": "?", "python": platform.python_version(),
+            "machine": machine(), "load_start": "?", "load_end": _load(), "qstudio": "?", "iters": args.iters,
+            "seconds": sum(o.seconds for o in outcomes), "command": regenerate_command(args),
+        }  # fmt: skip
+        write(outcomes, meta, args)
         return 0
     if args.list:
         for e in ENTRIES:
@@ -641,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, entry in enumerate(entries, 1):
             o = run_entry(entry, base / entry.name, iters=args.iters, timeout=args.timeout, root=root)
             outcomes.append(o)
+            if args.json:  # as it goes: an interrupted run keeps what it measured
+                meta["seconds"], meta["load_end"] = time.monotonic() - start, _load()
+                write(outcomes, meta, argparse.Namespace(**{**vars(args), "out": None}))
             figures = f"{_x(o.speedup)} / {_x(o.speedup_vs_fastest)} {_quality(o)}" if o.bucket == "ok" else o.error
             print(f"[{i}/{len(entries)}] {o.entry:36s} {_result(o):28s} {o.seconds:6.0f}s  {figures}", flush=True)
     meta["seconds"] = time.monotonic() - start
