@@ -18,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from qstudio.core.errors import RecipeError
+from qstudio.core.recipe_checks import _build, _check_types, _drop_none
 
 RECIPE_VERSION = 1
 
@@ -29,6 +30,11 @@ INPUT_DTYPES = ("float32", "int64")
 DYNAMIC_DTYPES = ("qint8", "float16")
 QAT_GRAPHS = ("fx", "eager")
 REDUCE_RANGE = ("auto", "on", "off")
+#: the deployment runtimes (qstudio.core.runtimes holds them), and the export targets: one of them or "auto"
+RUNTIMES = ("torchscript", "onnx", "openvino", "pt2")
+TARGETS = (*RUNTIMES, "auto")
+#: --target auto: the INT8 target may lose at most this many accuracy (or agreement) points to torch.ao's result
+DEFAULT_MAX_DROP = 0.5
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -193,6 +199,31 @@ class BenchmarkSettings:
 
 
 @dataclass
+class DeploySettings:
+    """The runtimes a run measures side by side and the one its export targets.
+
+    ``runtimes``: None measures every runtime installed here that is compared
+    by default (the ``QSTUDIO_RUNTIMES`` environment variable, a comma list,
+    narrows that default on a machine); a list names them; ``[]`` measures torch
+    only.  The export target is always measured.  ``target``: the export's
+    runtime, or ``auto``: the fastest INT8 runtime whose accuracy (agreement
+    without labels) is within ``max_drop`` points (default
+    :data:`DEFAULT_MAX_DROP`) of torch.ao's result.
+    """
+
+    runtimes: list[str] | None = None
+    target: str = "torchscript"
+    max_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.runtimes or []:
+            _choice("deploy.runtimes", name, RUNTIMES)
+        _choice("deploy.target", self.target, TARGETS)
+        if self.max_drop is not None:
+            _positive("deploy.max_drop", self.max_drop, allow_zero=True, kind=float)
+
+
+@dataclass
 class Recipe:
     """Everything a run needs.  ``fusion = None`` means: use the suggested groups."""
 
@@ -207,6 +238,7 @@ class Recipe:
     train: DataSource | None = None
     eval: DataSource | None = None
     benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -271,6 +303,7 @@ class Recipe:
             "train": DataSource,
             "eval": DataSource,
             "benchmark": BenchmarkSettings,
+            "deploy": DeploySettings,
         }
         kwargs: dict[str, Any] = {}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -331,65 +364,3 @@ class Recipe:
             return cls.from_toml(text)
         except RecipeError as exc:
             raise RecipeError(f"{path}: {exc.problem}", exc.fix) from None
-
-
-_SCALARS: dict[str, Any] = {
-    "str": lambda v: isinstance(v, str),
-    "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "None": lambda v: v is None,
-}
-
-
-def _type_ok(value: Any, annotation: str) -> bool:
-    """Does ``value`` (from TOML) fit a field annotated like ``list[float] | None``?"""
-    for option in (a.strip() for a in annotation.split("|")):
-        if option.startswith("list["):
-            if isinstance(value, list) and all(_type_ok(v, option[len("list[") : -1]) for v in value):
-                return True
-        elif option in _SCALARS:
-            if _SCALARS[option](value):
-                return True
-        else:
-            return True  # a nested section: checked by its own class
-    return False
-
-
-def _check_types(kind: type, section: str, values: dict[str, Any]) -> None:
-    annotations = {f.name: str(f.type) for f in dataclasses.fields(kind)}
-    for key, value in values.items():
-        ann = annotations.get(key)
-        if ann is not None and not _type_ok(value, ann):
-            where = f"{section}.{key}" if section else key
-            raise RecipeError(f"{where} = {value!r} has the wrong type", f"write a value of type {ann}")
-
-
-def _build(kind: type, section: str, value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise RecipeError(f"[{section}] must be a table", f"write it as a [{section}] section")
-    names = {f.name for f in dataclasses.fields(kind)}
-    for key in value:
-        if key not in names:
-            raise RecipeError(
-                f"unknown key {section}.{key}",
-                f"remove it; [{section}] accepts {', '.join(sorted(names))}",
-            )
-    _check_types(kind, section, value)
-    try:
-        return kind(**value)
-    except RecipeError as exc:
-        # name the section the user wrote (data sections share one class)
-        problem = exc.problem.replace("data.", f"{section}.")
-        raise RecipeError(problem, exc.fix) from None
-    except TypeError as exc:
-        raise RecipeError(f"[{section}] has an invalid value: {exc}", "check the key's type") from None
-
-
-def _drop_none(value: Any) -> Any:
-    """TOML has no null: leave unset keys out."""
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_drop_none(v) for v in value]
-    return value
