@@ -13,6 +13,7 @@ Qt nor torch, so ``--help`` and bad options are answered before either loads.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,44 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
+# -- lists ---------------------------------------------------------------------------
+# One syntax for every list a user types, on the command line and in the window: items separated by commas,
+# semicolons or spaces, optionally inside [] or (), empty items ignored; whole numbers (shapes, batch sizes) may
+# also be written 1x3x224x224 ("x" or "×" between two numbers).
+_SEPARATOR = re.compile(r"[,;\s]+")
+_TIMES = re.compile(r"(?<=\d)\s*[x×]\s*(?=\d)")
+
+
+def split_list(text: str, *, dimensions: bool = False) -> list[str]:
+    """``"[1, 3,224,224]"`` -> ``["1", "3", "224", "224"]``; ``""`` -> ``[]``; ``dimensions``: ``1x3`` is two items."""
+    cleaned = text.strip().strip("[]()")
+    if dimensions:
+        cleaned = _TIMES.sub(",", cleaned)
+    return [part for part in _SEPARATOR.split(cleaned) if part]
+
+
+def parse_int_list(text: str, *, positive: bool = False) -> list[int]:
+    """Whole numbers (a shape, batch sizes); raises ValueError when one is not (or, with ``positive``, is <= 0)."""
+    values = [int(part) for part in split_list(text, dimensions=True)]
+    if positive and any(v <= 0 for v in values):
+        raise ValueError(f"{text!r} has a size that is not positive")
+    return values
+
+
+def parse_float_list(text: str) -> list[float]:
+    """Numbers (a normalisation mean or std); raises ValueError when one is not a number."""
+    return [float(part) for part in split_list(text)]
+
+
+def parse_name_list(text: str) -> list[str]:
+    """Module names (a fusion group ``conv1,bn1,relu``), as the model's tree names them."""
+    return split_list(text)
+
+
 # -- value types ------------------------------------------------------------------
 def _shape(text: str) -> list[int]:
     try:
-        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        dims = parse_int_list(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape; write it like 1,3,224,224") from None
     if not dims or any(d <= 0 for d in dims):
@@ -59,18 +94,22 @@ def _shape(text: str) -> list[int]:
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = parse_float_list(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of numbers; write it like 0.485,0.456,0.406"
-        ) from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers; write it like 0.485,0.456,0.406")
+    return values
 
 
 def _ints(text: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",")]
+        values = parse_int_list(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers; write it like 1,8") from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers; write it like 1,8")
+    return values
 
 
 def _tolerance(text: str) -> float:
@@ -235,7 +274,7 @@ def recipe_from_args(args: argparse.Namespace, model: ModelSource) -> Recipe:
             "no calibration data was given",
             "pass --calib-data PATH (an image folder or a .npy/.pt tensor file), or --calib-data random to try it out",
         )
-    fusion = [g.split(",") for g in args.fusion] if args.fusion else None
+    fusion = [parse_name_list(g) for g in args.fusion] if args.fusion else None
     # __post_init__ validates every section and names the bad option's key
     recipe = Recipe(
         model=model,
@@ -262,6 +301,10 @@ __all__ = [
     "add_output_options",
     "add_quantize_options",
     "data_source",
+    "parse_float_list",
+    "parse_int_list",
+    "parse_name_list",
     "parse_window_args",
     "recipe_from_args",
+    "split_list",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qstudio.core.errors import ExportError
+from qstudio.core.memory import format_bytes
 
 _UMASK_LOCK = threading.Lock()
 KEEP_NOTE = "any earlier file at that path is unchanged"
@@ -66,14 +67,6 @@ def _mode_for(path: Path) -> int:
 
 
 # -- messages ---------------------------------------------------------------------------
-def format_size(n: float) -> str:
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} KB"
-    return f"{int(n)} bytes"
-
-
 def _folder_of(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
@@ -94,7 +87,7 @@ def disk_full_error(path: Path, what: str, needed: int | None, free: int | None)
     folder = _folder_of(path)
     detail = ""
     if needed is not None and free is not None:
-        detail = f": {format_size(needed)} needed, {format_size(free)} free"
+        detail = f": {format_bytes(needed)} needed, {format_bytes(free)} free"
     return ExportError(
         f"could not write the {what} {path}: the disk holding {folder} is full{detail}",
         f"free space or choose another folder, then save again; {KEEP_NOTE}",

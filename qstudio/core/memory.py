@@ -58,6 +58,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def format_bytes(n: float) -> str:
+    """A byte count as people read it (1024 steps): memory needs here, disk space in qstudio.core.fileio."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"

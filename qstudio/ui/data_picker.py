@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from qstudio.core.errors import RecipeError
 from qstudio.core.recipe import DataSource
+from qstudio.options import parse_float_list, split_list
 
 NONE = "none"  # the combo's data for "no source" (None is not a reliable item data)
 RANDOM_WARNING = "Random data: accuracy, agreement and per-layer figures will not describe real inputs"
@@ -53,19 +54,16 @@ _NONE_TIP = {
 
 
 def parse_floats(text: str, what: str) -> list[float] | None:
-    """``"0.485, 0.456,0.406"`` -> floats; empty -> None; anything else -> RecipeError."""
-    text = text.strip().strip("[]()").strip()
-    if not text:
+    """``"0.485, 0.456,0.406"`` -> floats; empty -> None; anything else -> RecipeError (the syntax: qstudio.options)."""
+    if not split_list(text):
         return None
     try:
-        values = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+        return parse_float_list(text)
     except ValueError:
-        values = []
-    if not values:
         raise RecipeError(
-            f"{what} {text!r} is not a list of numbers", "write numbers separated by commas, e.g. 0.485,0.456,0.406"
-        )
-    return values
+            f"{what} {text.strip().strip('[]()').strip()!r} is not a list of numbers",
+            "write numbers separated by commas, e.g. 0.485,0.456,0.406",
+        ) from None
 
 
 class DataPicker(QWidget):

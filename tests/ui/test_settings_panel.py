@@ -277,3 +277,19 @@ def test_qat_without_training_data_is_flagged(
         Recipe(mode="qat", calib=DataSource(kind="tensor", path="x.npy"), train=DataSource(kind="tensor", path="t.npy"))
     )
     assert not note.isVisible()
+
+
+@pytest.mark.parametrize(
+    "text", ["1,3,32,32", "1x3x32x32", "[1, 3, 32, 32]", "(1, 3, 32, 32)", "1 3 32 32", "1×3×32×32"]
+)
+def test_the_window_reads_a_list_as_the_command_line_does(
+    qtbot, panel: SettingsPanel, controller: SessionController, text: str
+) -> None:
+    """One list syntax (qstudio.options): what `--input-shape` takes, the input shape field takes."""
+    from qstudio.options import parse_float_list, parse_window_args
+    from qstudio.ui.data_picker import parse_floats
+
+    type_into(qtbot, child(panel, QLineEdit, "inputShapeEdit"), text)
+    assert controller.session.recipe.input_shape == parse_window_args(["--input-shape", text]).input_shape
+    assert panel.error_text() == ""
+    assert parse_floats("[0.5; 0.25]", "mean") == parse_float_list("0.5,0.25") == [0.5, 0.25]

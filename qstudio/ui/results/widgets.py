@@ -72,7 +72,42 @@ def fit_table_height(table: QTableWidget, rows: int) -> None:
 
 
 # -- labels that fit --------------------------------------------------------------------------
-class FitLabel(QLabel):
+class _FittedLabel(QLabel):
+    """A label that keeps the text it was given and shows a fitted form of it.
+
+    ``setText`` stores the full text and refits; a resize refits.  Subclasses
+    decide in :meth:`_fit` how the text fits the width and call :meth:`_show`,
+    which sets what is shown through ``QLabel.setText`` itself: calling
+    ``self.setText`` or ``super().setText`` there would store the fitted text as
+    the full one and fit again, forever.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._full = ""
+
+    def full_text(self) -> str:
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.updateGeometry()
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        self._show(self._full)
+
+    def _show(self, text: str) -> None:
+        """Show ``text``; when it is not the whole text, the whole text is the tooltip."""
+        QLabel.setText(self, text)
+        self.setToolTip(self._full if text != self._full else "")
+
+
+class FitLabel(_FittedLabel):
     """One line of figures that is never cut: its font shrinks to fit the width.
 
     From ``largest`` down to ``smallest`` points; only below that (a width
@@ -83,7 +118,6 @@ class FitLabel(QLabel):
 
     def __init__(self, largest: float = 13.0, smallest: float = 9.5, bold: bool = True) -> None:
         super().__init__()
-        self._full = ""
         self._largest, self._smallest, self._bold = largest, smallest, bold
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         super().setFont(self._font(largest))
@@ -93,14 +127,6 @@ class FitLabel(QLabel):
         font.setPointSizeF(points)
         font.setBold(self._bold)
         return font
-
-    def full_text(self) -> str:
-        return self._full
-
-    def setText(self, text: str) -> None:
-        self._full = text
-        self.updateGeometry()
-        self._fit()
 
     def _width_at(self, points: float) -> int:
         return QFontMetrics(self._font(points)).horizontalAdvance(self._full) + 2
@@ -117,10 +143,6 @@ class FitLabel(QLabel):
             self._width_at(self._smallest) + m.left() + m.right(), QFontMetrics(self._font(self._largest)).height()
         )
 
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit()
-
     def _fit(self) -> None:
         room = self.contentsRect().width()
         points = self._largest
@@ -132,11 +154,10 @@ class FitLabel(QLabel):
             text = QFontMetrics(font).elidedText(self._full, Qt.TextElideMode.ElideRight, max(room - 2, 0))
         if font != self.font():
             super().setFont(font)
-        super().setText(text)
-        self.setToolTip(self._full if text != self._full else "")
+        self._show(text)
 
 
-class ElideLabel(QLabel):
+class ElideLabel(_FittedLabel):
     """Text whose lines are elided (…) when the label is narrower than they are; the full text is then its tooltip.
 
     It never widens its parent: the minimum width is a few characters.
@@ -144,16 +165,7 @@ class ElideLabel(QLabel):
 
     def __init__(self, text: str = "") -> None:
         super().__init__()
-        self._full = ""
         self.setText(text)
-
-    def full_text(self) -> str:
-        return self._full
-
-    def setText(self, text: str) -> None:
-        self._full = text
-        self.updateGeometry()
-        self._fit()
 
     def sizeHint(self) -> QSize:
         fm, m = self.fontMetrics(), self.contentsMargins()
@@ -165,16 +177,10 @@ class ElideLabel(QLabel):
         hint = self.sizeHint()
         return QSize(min(hint.width(), self.fontMetrics().horizontalAdvance("Mmmm…")), hint.height())
 
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit()
-
     def _fit(self) -> None:
         room, fm = self.contentsRect().width(), self.fontMetrics()
         lines = [
             fm.elidedText(line, Qt.TextElideMode.ElideRight, room) if room > 0 else line
             for line in self._full.split("\n")
         ]
-        text = "\n".join(lines)
-        super().setText(text)
-        self.setToolTip(self._full if text != self._full and self._full else "")
+        self._show("\n".join(lines))

@@ -17,24 +17,20 @@ from PySide6.QtWidgets import (
 )
 
 from qstudio.core.errors import RecipeError
+from qstudio.options import parse_int_list, split_list
 from qstudio.ui.data_picker import make_hint
 
 
 def parse_ints(text: str, what: str, example: str) -> list[int] | None:
-    """``"1, 3,224,224"`` (or ``[1, 3, 224, 224]``, ``1x3x224x224``) -> ints; empty -> None."""
-    cleaned = text.strip().strip("[]()").strip()
-    if not cleaned:
+    """``"1, 3,224,224"`` (or ``[1, 3, 224, 224]``, ``1x3x224x224``) -> ints; empty -> None (the syntax: qstudio.options)."""
+    if not split_list(text):
         return None
-    parts = [p.strip() for p in cleaned.replace("x", ",").replace("×", ",").split(",")]
     try:
-        values = [int(p) for p in parts]
+        return parse_int_list(text, positive=True)
     except ValueError:
-        values = []
-    if not values or any(v <= 0 for v in values):
         raise RecipeError(
             f"{what} {text.strip()!r} is not valid", f"write positive whole numbers separated by commas, e.g. {example}"
-        )
-    return values
+        ) from None
 
 
 def ints_text(values: list[int] | None) -> str:
