@@ -20,11 +20,15 @@ from typing import Any
 from qstudio.core.errors import QStudioError
 from qstudio.core.recipe import (
     BACKENDS,
+    DEFAULT_MAX_DROP,
     DYNAMIC_DTYPES,
     MODES,
     OBSERVERS,
+    RUNTIMES,
+    TARGETS,
     BenchmarkSettings,
     DataSource,
+    DeploySettings,
     ModelSource,
     QATSettings,
     QuantSettings,
@@ -123,6 +127,41 @@ def _tolerance(text: str) -> float:
 
 
 # -- option builders ------------------------------------------------------------------
+def _runtime_list(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(RUNTIMES)
+    if text.strip() == "none":
+        return []
+    names = parse_name_list(text)
+    unknown = [n for n in names if n not in RUNTIMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown runtime {', '.join(unknown)}; use {', '.join(RUNTIMES)}, all or none"
+        )
+    return names
+
+
+def _max_drop(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points >= 0 (e.g. 0.5)")
+    return value
+
+
+def apply_deploy_args(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """``--target``, ``--runtimes`` and ``--max-drop`` over the recipe's [deploy] section (a replayed recipe too)."""
+    deploy = recipe.deploy
+    recipe.deploy = DeploySettings(
+        runtimes=getattr(args, "runtimes", None) if getattr(args, "runtimes", None) is not None else deploy.runtimes,
+        target=getattr(args, "target", None) or deploy.target,
+        max_drop=getattr(args, "max_drop", None) if getattr(args, "max_drop", None) is not None else deploy.max_drop,
+    )
+    return recipe
+
+
 def add_model_options(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
     """MODEL (``demo`` when ``optional`` and not given), --factory, --trust, --input-shape, --input-dtype."""
     help_text = "demo, torchvision:NAME, a weights/TorchScript/pickle file, or FILE.py:FUNC"
@@ -190,7 +229,25 @@ def add_quantize_options(p: argparse.ArgumentParser, *, required_mode: bool) -> 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """--export, --export-tolerance, --export-method, --report, --json (the headless commands' outputs)."""
     o = p.add_argument_group("outputs")
-    o.add_argument("--export", metavar="OUT.pt", help="write the verified INT8 TorchScript model here")
+    o.add_argument(
+        "--export",
+        metavar="OUT",
+        help="write the verified INT8 model of --target here (.pt, .pt2, .onnx, .xml+.bin; the suffix is added)",
+    )
+    o.add_argument(
+        "--target",
+        choices=TARGETS,
+        help="the runtime the export runs on (default torchscript); auto: the fastest INT8 runtime measured "
+        f"within --max-drop points of torch.ao's accuracy (agreement without labels; default {DEFAULT_MAX_DROP:g})",
+    )
+    o.add_argument(
+        "--runtimes",
+        type=_runtime_list,
+        metavar="onnx,openvino|all|none",
+        help="the runtimes measured side by side besides torch (default: every installed runtime that builds "
+        "in seconds: " + ", ".join(RUNTIMES[1:3]) + "; pt2 only when named)",
+    )
+    o.add_argument("--max-drop", type=_max_drop, metavar="POINTS", help="--target auto's accuracy budget in points")
     o.add_argument(
         "--export-tolerance",
         type=_tolerance,
@@ -300,6 +357,7 @@ __all__ = [
     "add_model_options",
     "add_output_options",
     "add_quantize_options",
+    "apply_deploy_args",
     "data_source",
     "parse_float_list",
     "parse_int_list",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qstudio.core.errors import QStudioError
 from qstudio.core.recipe import ModelSource, Recipe
-from qstudio.options import UsageError, recipe_from_args
+from qstudio.options import UsageError, apply_deploy_args, recipe_from_args
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -71,6 +71,7 @@ def run_recipe_command(recipe: Recipe, args: argparse.Namespace, trust: bool = F
     from qstudio.core.progress import run
     from qstudio.core.trust import granted_by_user
 
+    apply_deploy_args(recipe, args)
     loaded = load_model(recipe.model, grants=granted_by_user(recipe, trust_model_file=trust))
     recipe.model = loaded.source  # carries the file hash when trust was given
     if getattr(args, "save_recipe", None):

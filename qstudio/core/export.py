@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,16 @@ class ExportInfo:
     """What was written and how well it verified."""
 
     path: str
-    method: str  # "traced" or "scripted"
+    method: str  # "traced" or "scripted" for TorchScript; how another runtime's file was made
     size_mb: float
     max_abs_diff: float  # between the reloaded file's outputs and the in-memory model's on the example
     verified: bool
+    runtime: str = "torchscript"  # the runtime that loads the file (qstudio.core.runtimes)
+    precision: str = "int8"
+    files: list[str] = field(default_factory=list)  # every file written (OpenVINO: the .xml and its .bin)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "files": self.files or [self.path]}
 
 
 def _last_line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ import torch
 
 from qstudio.core import benchmark as bench
 from qstudio.core import compare, fusion, stability
+from qstudio.core.deploy import RuntimeFigure, fp32_best
 from qstudio.core.export import ExportInfo
 from qstudio.core.flows import EpochStats, QuantizedModel
 from qstudio.core.recipe import Recipe
@@ -87,6 +88,12 @@ class RunResult:
     # inputs for exporting later from the window: the trace example and a second batch to verify against
     example: torch.Tensor | None = field(default=None, repr=False, compare=False)
     check_input: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # every runtime and precision measured side by side (qstudio.core.deploy), torch's own rows first
+    runtimes: list[RuntimeFigure] = field(default_factory=list)
+    runtime_notes: list[str] = field(default_factory=list)  # runtimes skipped, each with its one-line reason
+    target: RuntimeFigure | None = None  # the INT8 row the export targets (deploy.target; auto resolved)
+    target_note: str = ""  # why auto chose it, or why no row could be the target
+    artifacts: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # label -> runtime Artifact
 
     @property
     def speedup(self) -> float | None:
@@ -99,6 +106,26 @@ class RunResult:
             return None
         best = min(self.fp32_deploy, key=lambda s: s.batch_size).median_ms
         return best / self.int8.latency_ms
+
+    @property
+    def fp32_best(self) -> RuntimeFigure | None:
+        """The fastest true-FP32 runtime measured (BF16 never counts): the honest baseline, named."""
+        return fp32_best(self.runtimes)
+
+    @property
+    def deployed(self) -> RuntimeFigure | None:
+        """The INT8 model the export targets: the chosen runtime's row, else torch.ao's TorchScript row."""
+        if self.target is not None:
+            return self.target
+        return next((f for f in self.runtimes if f.name == "torchscript" and f.precision == "int8"), None)
+
+    @property
+    def speedup_vs_fp32_best(self) -> float | None:
+        """The headline: the exported INT8 model against the fastest true-FP32 runtime measured."""
+        best, int8 = self.fp32_best, self.deployed
+        if best is None or int8 is None or not best.latency_ms or not int8.latency_ms:
+            return None
+        return best.latency_ms / int8.latency_ms
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document: stable keys first, details after."""
@@ -146,7 +173,20 @@ class RunResult:
             "warnings": self.warnings,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "timing": dataclasses.asdict(self.timing) if self.timing else None,
-            "export": self.export.path if self.export else None,
+            "speedup_vs_fp32_best": self.speedup_vs_fp32_best,
+            "fp32_best": (
+                {"runtime": best.name, "label": best.label, "latency_ms": best.latency_ms}
+                if (best := self.fp32_best)
+                else None
+            ),
+            "runtimes": [f.to_json() for f in self.runtimes],
+            "runtimes_skipped": self.runtime_notes,
+            "target": (
+                {"runtime": self.target.name, "label": self.target.label, "note": self.target_note}
+                if self.target
+                else {"runtime": None, "label": None, "note": self.target_note}
+            ),
+            "export": self.export.to_json() if self.export else None,
             "export_error": self.export_error,
             "export_check": dataclasses.asdict(self.export) if self.export else None,
             "environment": self.environment,

@@ -143,7 +143,16 @@ def headline(result: RunResult) -> str:
     clauses: list[str] = []
     speed = result.speedup
     int8_first = _smallest(result.int8.latency)
-    if speed:
+    best, deployed, vs_best = result.fp32_best, result.deployed, result.speedup_vs_fp32_best
+    if vs_best and best is not None and deployed is not None and best.name != "eager":
+        # the stakeholder's figure: the exported model against the fastest true-FP32 runtime, named
+        clause = f"{speed_phrase(vs_best)} than {best.label}, the fastest FP32 measured"
+        if deployed.latency_ms and result.fp32.latency_ms:
+            clause += f" ({speed_phrase(result.fp32.latency_ms / deployed.latency_ms)} vs FP32 eager)"
+        if int8_first is not None:
+            clause += f" at batch {int8_first.batch_size}"
+        clauses.append(clause)
+    elif speed:
         clause = f"{speed_phrase(speed)} than FP32 eager"
         vs_deploy = result.speedup_vs_deploy
         if vs_deploy:
@@ -160,7 +169,8 @@ def headline(result: RunResult) -> str:
     else:
         quality = f"predictions agree with FP32 on {fmt_pct(ev.agreement)} of {ev.samples} samples"
     if clauses:
-        return f"INT8 is {', '.join(clauses)}; {quality}."
+        name = f"INT8 ({deployed.label})" if deployed is not None and deployed.name != "torchscript" else "INT8"
+        return f"{name} is {', '.join(clauses)}; {quality}."
     return f"INT8 latency and size were not measured; {quality}."
 
 
@@ -190,11 +200,50 @@ def notices(result: RunResult, no_eval_data: bool | None = None) -> tuple[Notice
         add(WARNING, "random-data", RANDOM_DATA_TEXT)
     if no_eval_data:
         add(WARNING, "no-eval-data", NO_EVAL_DATA_TEXT)
+    for n in runtime_notices(result):
+        add(*n)
     coverage = set(result.coverage.warnings)
     for w in [*result.warnings, *result.coverage.warnings]:
         add(WARNING, "coverage" if w in coverage else "run", w)
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return tuple(sorted(found, key=lambda n: rank.get(n.severity, len(rank))))  # stable: the order above within each
+
+
+def runtime_notices(result: RunResult) -> list[tuple[str, str, str]]:
+    """What the side-by-side runtimes say: INT8 slower than another runtime's FP32 or BF16, skips, auto's choice."""
+    found: list[tuple[str, str, str]] = []
+    best, deployed = result.fp32_best, result.deployed
+    if best is not None and deployed is not None and best.latency_ms and deployed.latency_ms:
+        if best.name != "eager" and deployed.latency_ms > best.latency_ms:
+            found.append(
+                (
+                    CRITICAL,
+                    "slower-than-fp32-runtime",
+                    f"INT8 IS SLOWER than FP32 on another runtime: {deployed.label} takes {fmt_ms(deployed.latency_ms)} ms, "
+                    f"{best.label} {fmt_ms(best.latency_ms)} ms. Deploy {best.label}, or export the fastest INT8 "
+                    "runtime (--target auto).",
+                )
+            )
+        bf16 = min(
+            (f for f in result.runtimes if f.precision == "bf16" and f.latency_ms),
+            key=lambda f: f.latency_ms or 0.0,
+            default=None,
+        )
+        if bf16 is not None and bf16.latency_ms and deployed.latency_ms >= bf16.latency_ms:
+            found.append(
+                (
+                    WARNING,
+                    "bf16-faster",
+                    f"INT8 does not beat BF16: {bf16.label} runs the float model in {fmt_ms(bf16.latency_ms)} ms without "
+                    f"calibration, {deployed.label} takes {fmt_ms(deployed.latency_ms)} ms.",
+                )
+            )
+    for line in result.runtime_notes:
+        found.append((INFO, "runtime-skipped", line))
+    if result.target_note:
+        code = "target" if result.target is not None else "target-missing"
+        found.append((INFO if result.target is not None else WARNING, code, result.target_note))
+    return found
 
 
 # -- figures for side-by-side tables -------------------------------------------------------------
@@ -212,6 +261,7 @@ def _figures(result: RunResult) -> tuple[Figure, ...]:
         ("int8_latency", "INT8 latency", f"{fmt_ms(ms)} ms" if ms is not None else DASH),
         ("speedup", "speedup vs eager", fmt_ratio(result.speedup)),
         ("speedup_vs_script", "vs TorchScript FP32", fmt_ratio(result.speedup_vs_deploy)),
+        ("speedup_vs_best", "vs fastest FP32", fmt_ratio(result.speedup_vs_fp32_best)),
         ("int8_size", "INT8 size", fmt_size(result.int8.size_mb)),
         (
             "coverage",

@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_checks import run_cli
+from untrusted import Evil
 
-from qstudio.cli import main
+from qstudio.core import torchscript
 
 FAST = ["--calib-batches", "2", "--iters", "5"]
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def test_quantize_demo_writes_everything_and_replays_from_recipe(capsys, tmp_path):
@@ -35,7 +31,11 @@ def test_quantize_demo_writes_everything_and_replays_from_recipe(capsys, tmp_pat
         assert set(doc[side]) >= {"accuracy", "latency_ms", "size_mb"}
         assert doc[side]["accuracy"] > 0.9 and doc[side]["latency_ms"] > 0 and doc[side]["size_mb"] > 0
     assert doc["layers"] and set(doc["layers"][0]) >= {"name", "weight_sqnr_db", "activation_sqnr_db"}
-    assert doc["export"] == str(out / "m.pt") and (out / "m.pt").stat().st_size > 0
+    assert (
+        doc["export"]["path"] == str(out / "m.pt")
+        and doc["export"]["runtime"] == "torchscript"
+        and (out / "m.pt").stat().st_size > 0
+    )
     assert "<svg" in (out / "r.html").read_text()
     assert "speedup" in stdout
 
@@ -88,18 +88,10 @@ def test_verbose_shows_traceback(capsys):
     assert code == 2 and "Traceback" in stderr
 
 
-class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_pickle_that_runs_code_is_refused(capsys, tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     evil = tmp_path / "model.pt"
-    evil.write_bytes(pickle.dumps(_RunsCode(marker)))
+    evil.write_bytes(pickle.dumps(Evil(marker)))
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     for cmd in (["inspect", str(evil)], ["quantize", str(evil), "--mode", "fx", "--calib-data", "random"]):
         code, _, stderr = run_cli(capsys, *cmd)
@@ -142,3 +134,10 @@ def test_user_residual_cnn_from_state_dict_and_factory(capsys, tmp_path):
     assert doc["fp32"]["accuracy"] - doc["int8"]["accuracy"] <= 0.005
     code, _, stderr = run_cli(capsys, *base, "--mode", "eager")
     assert code == 2 and "out = out + identity" in stderr and "--mode fx" in stderr
+
+
+def test_cli_export_constants_match_the_engine():
+    from qstudio import cli
+    from qstudio.core.export import DEFAULT_ATOL
+
+    assert cli.EXPORT_METHODS == torchscript.EXPORT_METHODS and cli.DEFAULT_EXPORT_TOLERANCE == DEFAULT_ATOL
