@@ -20,6 +20,11 @@ from pathlib import Path
 
 import pytest
 
+# Runs measure torch's own paths only unless a test names runtimes in its recipe (deploy.runtimes): building
+# ONNX Runtime and OpenVINO models in each of the suite's hundreds of runs would triple its time.  The
+# runtimes' own tests (tests/core/test_runtime_*.py, test_deploy.py) and a window journey name them.
+os.environ.setdefault("QSTUDIO_RUNTIMES", "")
+
 FILLER = ".filler"
 DISK_SIZE = 4 * 1024 * 1024  # holds an earlier demo export (1.3 MB) and still leaves room to fill
 LEAVE_FREE = 8 * 1024  # a few KB: metadata fits, no real file does
