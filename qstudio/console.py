@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from qstudio.core import progress as core_progress
 from qstudio.core.formatting import fmt_db
+from qstudio.core.latency_figures import runtime_batch_sizes, runtime_rows
 from qstudio.core.summary import CRITICAL, PALETTE, WARNING, sqnr_band, summarize
 
 out = Console()
@@ -122,8 +123,13 @@ def print_result(result: Any, args: argparse.Namespace) -> None:
         )
     t.add_row("size", f"{result.fp32.size_mb:.2f} MB", f"{result.int8.size_mb:.2f} MB")
     out.print(t)
+    if len(result.runtimes) > 1:
+        print_runtimes(result)
     if result.speedup:
         vs = f", {result.speedup_vs_deploy:.2f}x vs FP32 TorchScript" if result.speedup_vs_deploy else ""
+        best, deployed = result.fp32_best, result.deployed
+        if best is not None and deployed is not None and result.speedup_vs_fp32_best:
+            vs = f", {result.speedup_vs_fp32_best:.2f}x vs {best.label} (the fastest FP32 measured)"
         slower = summary.int8_slower
         line = f"speedup {result.speedup:.2f}x vs FP32 eager{vs}{' (INT8 is SLOWER)' if slower else ''}"
         out.print(
@@ -148,10 +154,43 @@ def print_result(result: Any, args: argparse.Namespace) -> None:
         else:
             err.print(f"[{n.colour}]note:[/] {escape(n.text)}")
     if result.export:
-        out.print(f"exported {result.export.path} ({result.export.size_mb:.2f} MB, verified by reload)")
+        e = result.export
+        files = " + ".join(e.files) if len(e.files) > 1 else e.path
+        out.print(f"exported {files} ({e.runtime} {e.precision.upper()}, {e.size_mb:.2f} MB, verified by reload)")
     for label, path in (("report", getattr(args, "report", None)), ("json", getattr(args, "json", None))):
         if path:
             out.print(f"{label}: {path}")
+
+
+def print_runtimes(result: Any) -> None:
+    """Every runtime and precision measured side by side: latency per batch, speedup vs the fastest FP32, quality."""
+    rows = runtime_rows(result)
+    sizes = runtime_batch_sizes(result)
+    labelled = any(r.figure.accuracy is not None for r in rows)
+    rt = Table(title="runtimes side by side (median ms per call)")
+    rt.add_column("runtime")
+    for b in sizes:
+        rt.add_column(f"batch {b}", justify="right")
+    for col in ("vs FP32 best", "size", "top-1" if labelled else "agreement", "cosine"):
+        rt.add_column(col, justify="right")
+    for r in rows:
+        f = r.figure
+        marks = [m for m, on in (("baseline", r.baseline), ("export", r.target)) if on]
+        name = f"[bold]{escape(f.label)}[/] ({', '.join(marks)})" if marks else escape(f.label)
+        vs = "—" if r.vs_fp32_best is None else f"{r.vs_fp32_best:.2f}x"
+        if r.vs_fp32_best is not None and r.vs_fp32_best < 1 and f.precision == "int8":
+            vs = f"[bold {PALETTE[CRITICAL]}]{vs}[/]"
+        size = "—" if f.size_mb is None or f.size_mb != f.size_mb else f"{f.size_mb:.2f} MB"
+        cos = "—" if f.cosine is None else f"{f.cosine:.4f}"
+        rt.add_row(
+            name,
+            *(fmt_ms(s.median_ms) if (s := r.latency_at(b)) else "—" for b in sizes),
+            vs,
+            size,
+            fmt_pct(f.accuracy if labelled else f.agreement),
+            cos,
+        )
+    out.print(rt)
 
 
 def print_layers(layers: Any) -> None:

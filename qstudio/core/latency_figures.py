@@ -24,6 +24,7 @@ from qstudio.core.palette import PALETTE
 
 if TYPE_CHECKING:
     from qstudio.core.benchmark import LatencyStat
+    from qstudio.core.deploy import RuntimeFigure
     from qstudio.core.run_result import RunResult
 
 #: The latency series in legend order: (palette key, label).  The label is :attr:`LatencyStat.label`'s.
@@ -122,3 +123,45 @@ def int8_slower(result: RunResult) -> bool:
     """At the smallest batch size, the exported INT8 model is slower than FP32 eager or the fastest FP32 runtime."""
     speed, deploy, best = result.speedup, result.speedup_vs_deploy, result.speedup_vs_fp32_best
     return bool(speed and min(speed, deploy or speed, best or speed) < 1)
+
+
+#: the runtimes chart's colour per precision
+PRECISION_COLOURS = {"fp32": PALETTE["fp32_script"], "bf16": PALETTE["bf16"], "int8": PALETTE["int8"]}
+
+
+@dataclass(frozen=True)
+class RuntimeRow:
+    """One runtime and precision as the runtimes table, chart and report show it."""
+
+    figure: RuntimeFigure
+    colour: str
+    vs_fp32_best: float | None  # its speedup over the fastest true-FP32 runtime (below 1: slower)
+    vs_eager: float | None
+    baseline: bool  # it is the fastest true-FP32 runtime
+    target: bool  # the export targets it
+
+    def latency_at(self, batch_size: int) -> LatencyStat | None:
+        return next((s for s in self.figure.latency if s.batch_size == batch_size), None)
+
+
+def runtime_rows(result: RunResult) -> tuple[RuntimeRow, ...]:
+    """Every runtime and precision measured, in the run's order (torch first), with its speedups and marks."""
+    best, target, eager = result.fp32_best, result.deployed, result.fp32.latency_ms
+    rows = []
+    for f in result.runtimes:
+        ms = f.latency_ms
+        rows.append(
+            RuntimeRow(
+                f,
+                PRECISION_COLOURS.get(f.precision, PALETTE["muted"]),
+                best.latency_ms / ms if best is not None and best.latency_ms and ms else None,
+                eager / ms if eager and ms else None,
+                f is best,
+                f is target,
+            )
+        )
+    return tuple(rows)
+
+
+def runtime_batch_sizes(result: RunResult) -> list[int]:
+    return sorted({s.batch_size for f in result.runtimes for s in f.latency})

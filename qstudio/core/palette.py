@@ -29,6 +29,8 @@ PALETTE = MappingProxyType(
         "fp32_script": "#3d6fb4",
         "int8": "#e07a1f",
         "float": "#9e9e9e",
+        # the runtimes chart: one colour per precision (FP32 as the TorchScript series, INT8 as INT8)
+        "bf16": "#8a5cc2",
         # SQNR bands (see sqnr_band)
         "poor": "#d63a3a",
         "fair": "#e0a100",

@@ -31,6 +31,7 @@ from qstudio.core.formatting import (
     fmt_seconds,
     fmt_size,
 )
+from qstudio.core.latency_figures import runtime_batch_sizes, runtime_rows
 from qstudio.core.pipeline import RunResult
 from qstudio.core.report_charts import MAX_CHART_LAYERS, latency_chart_svg, layer_chart_svg, sorted_layers
 from qstudio.core.summary import PALETTE, headline, mode_label, size_phrase, speed_phrase, sqnr_band, summarize
@@ -129,6 +130,9 @@ def render_report(result: RunResult, *, generated: datetime | None = None) -> st
         "environment": [(str(k), "" if v is None else str(v)) for k, v in result.environment.items()],
         "recipe_toml": _recipe_toml(result),
         "palette": PALETTE,
+        "runtimes": runtime_rows(result),
+        "runtime_sizes": runtime_batch_sizes(result),
+        "runtimes_labelled": any(f.accuracy is not None for f in result.runtimes),
     }
     return _environment().get_template(TEMPLATE_NAME).render(**context)
 

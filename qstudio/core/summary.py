@@ -164,10 +164,13 @@ def headline(result: RunResult) -> str:
     if ratio:
         clauses.append(size_phrase(ratio))
     ev = result.evaluation
-    if result.fp32.accuracy is not None and result.int8.accuracy is not None:
-        quality = f"top-1 {fmt_pct(result.fp32.accuracy)} → {fmt_pct(result.int8.accuracy)}"
+    int8_accuracy, agreement = result.int8.accuracy, ev.agreement
+    if deployed is not None and deployed.name != "torchscript":  # the exported model's own figures
+        int8_accuracy, agreement = deployed.accuracy, deployed.agreement
+    if result.fp32.accuracy is not None and int8_accuracy is not None:
+        quality = f"top-1 {fmt_pct(result.fp32.accuracy)} → {fmt_pct(int8_accuracy)}"
     else:
-        quality = f"predictions agree with FP32 on {fmt_pct(ev.agreement)} of {ev.samples} samples"
+        quality = f"predictions agree with FP32 on {fmt_pct(agreement)} of {ev.samples} samples"
     if clauses:
         name = f"INT8 ({deployed.label})" if deployed is not None and deployed.name != "torchscript" else "INT8"
         return f"{name} is {', '.join(clauses)}; {quality}."

@@ -25,6 +25,7 @@ from qstudio.ui.results.history_tab import HISTORY_COLUMNS, comparison_html, his
 from qstudio.ui.results.history_tab import HistoryTab as _HistoryTab
 from qstudio.ui.results.latency_tab import LatencyTab as _LatencyTab
 from qstudio.ui.results.layers_tab import LayersTab as _LayersTab
+from qstudio.ui.results.runtimes_tab import RuntimesTab as _RuntimesTab
 from qstudio.ui.results.summary_view import (
     BANNER_TOP,
     CARD_NAMES,
@@ -50,6 +51,7 @@ __all__ = [
     "TAB_HISTORY",
     "TAB_LATENCY",
     "TAB_LAYERS",
+    "TAB_RUNTIMES",
     "TAB_TRAINING",
     "ElideLabel",
     "FitLabel",
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 EMPTY_TEXT = "Run a quantization to see latency, per-layer error and accuracy here."
-TAB_LATENCY, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY = range(4)
+TAB_LATENCY, TAB_RUNTIMES, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY = range(5)
 
 
 class ResultsPanel(QWidget):
@@ -127,11 +129,13 @@ class ResultsPanel(QWidget):
         self.tabs.setObjectName("resultsTabs")
         layout.addWidget(self.tabs, 1)
         self.latency_tab = _LatencyTab()
+        self.runtimes_tab = _RuntimesTab()
         self.layers_tab = _LayersTab()
         self.training_tab = _TrainingTab()
         self.history_tab = _HistoryTab(lambda: self.results)
         for page, title in (
             (self.latency_tab, "Latency"),
+            (self.runtimes_tab, "Runtimes"),
             (self.layers_tab, "Per-layer error"),
             (self.training_tab, "Training"),
             (self.history_tab, "History"),
@@ -246,6 +250,7 @@ class ResultsPanel(QWidget):
         self.banner_scroll.setVisible(bool(summary.notices))
         self._fit_banner()
         self.latency_tab.show_result(result, summary)
+        self.runtimes_tab.show_result(result)
         self.layers_tab.show_result(result)
         self._show_training(result)
 

@@ -57,10 +57,11 @@ class ActionsMixin:
             name="reopenLastRecipeAction",
         )
         self.act_export = self._action(
-            "&Export TorchScript…",
+            "&Export INT8 model…",
             self.export_torchscript,
             "Ctrl+E",
-            "Export the INT8 model, verified by reload",
+            "Export the INT8 model for any runtime measured in the run (TorchScript, ONNX Runtime, OpenVINO, PT2), "
+            "verified by reloading it in that runtime",
             name="exportAction",
         )
         self.act_report = self._action(

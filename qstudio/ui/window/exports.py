@@ -1,4 +1,4 @@
-"""The window's exports: the INT8 model as TorchScript, the HTML report and the chart PNGs.
+"""The window's exports: the INT8 model for any runtime measured, the HTML report and the chart PNGs.
 
 :class:`ExportsMixin` is part of :class:`qstudio.ui.main_window.MainWindow`;
 the work is the engine's (:func:`~qstudio.core.pipeline.export_result`,
@@ -19,7 +19,7 @@ from qstudio.ui.controller import describe_error
 
 
 class ExportsMixin:
-    """File > Export TorchScript/report/chart PNGs of the main window, on the session's last result."""
+    """File > Export INT8 model/report/chart PNGs of the main window, on the session's last result."""
 
     def _last_result(self) -> RunResult | None:
         result = self.controller.session.last
@@ -27,27 +27,53 @@ class ExportsMixin:
             self.errors.report("There is no result to export yet. Fix: run a quantization first.", "")
         return result
 
+    def export_targets(self, result: RunResult) -> list[tuple[str, str]]:
+        """(runtime name, file-dialog filter) for every INT8 model measured in ``result``, its export target first."""
+        from qstudio.core.runtimes import get_runtime
+
+        names = [f.name for f in result.runtimes if f.precision == "int8"] or ["torchscript"]
+        target = result.deployed.name if result.deployed is not None else "torchscript"
+        names = sorted(dict.fromkeys(names), key=lambda n: n != target)
+        found = []
+        for name in names:
+            runtime = get_runtime(name)
+            found.append((name, f"{runtime.title} INT8 (*{runtime.suffix})"))
+        return found
+
     def export_torchscript(self) -> None:
+        """File > Export INT8 model: any runtime measured in the run, chosen by the dialog's file type."""
         result = self._last_result()
         if result is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export INT8 TorchScript", "model_int8.pt", "TorchScript (*.pt)")
+        targets = self.export_targets(result)
+        first = targets[0][0]
+        suffix = {"torchscript": ".pt", "onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2"}.get(first, ".pt")
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export INT8 model", f"model_int8{suffix}", ";;".join(f for _n, f in targets)
+        )
         if not path:
             return
+        by_filter = {f: n for n, f in targets}
+        target = by_filter.get(chosen)
+        if target is None:  # no file type chosen: from the suffix typed, else the run's target
+            typed = Path(path).suffix.lower()
+            target = next((n for n, f in targets if f.endswith(f"(*{typed})")), first)
 
         def work():
             yield Progress("export", 0, 1, f"writing {path}")
-            info = export_result(result, path)
+            info = export_result(result, path, target=target)
             yield Progress("export", 1, 1)
             return info
 
         def done(info) -> None:
+            files = ", ".join(info.files) if info.files else info.path
             self.log_line(
-                f"exported {info.path} ({info.size_mb:.2f} MB, {info.method}, reloaded and verified: max diff {info.max_abs_diff:.2g})"
+                f"exported {files} ({info.runtime} {info.precision.upper()}, {info.size_mb:.2f} MB, {info.method}, "
+                f"reloaded and verified: max diff {info.max_abs_diff:.2g})"
             )
             self.statusBar().showMessage(f"Exported {info.path}", 8000)
 
-        self.controller.start("export TorchScript", work, done)
+        self.controller.start(f"export {target}", work, done)
 
     def export_report(self) -> None:
         result = self._last_result()

@@ -45,7 +45,7 @@ class RunDockMixin:
         self.cancel_button.setObjectName("cancelButton")
         self.cancel_button.setToolTip("Stop after the current batch (Esc)")
         self.cancel_button.clicked.connect(self.controller.cancel)
-        self.export_button = QPushButton("Export TorchScript…")
+        self.export_button = QPushButton("Export model…")
         self.export_button.setObjectName("exportButton")
         self.export_button.clicked.connect(self.export_torchscript)
         # one bar for the whole run (0-100 %, the stage named in it) and the time left for the whole run beside it
