@@ -8,10 +8,10 @@ file the runs load (``load_model("test_black_boxes.py:bert")``).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from engine_checks import zoo
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.ao.quantization import QConfigMapping
@@ -285,7 +285,7 @@ def test_a_region_torch_ao_refuses_stays_float_and_the_rest_is_quantized() -> No
 
 def test_branch_on_values_around_layers_is_the_users_call() -> None:
     """A gate (``if x.mean() > 0`` around a conv) would leave its layers float: refused, naming the line and the fix."""
-    model = load_model(ModelSource(f"{Path(HERE).parent / 'models' / 'zoo.py'}:gated_cnn")).module
+    model = load_model(zoo("gated_cnn")).module
     first = graphs.trace(model)
     assert isinstance(first, graphs.TraceFailure) and first.branches_on_values
     plan = regions.plan(model, torch.randn(1, 1, 16, 16))

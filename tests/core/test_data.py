@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from engine_checks import QUICK, assert_clean, drive, zoo
 from PIL import Image
 
 from qstudio.core.data import load_dataset
 from qstudio.core.errors import DataError
-from qstudio.core.recipe import DataSource
+from qstudio.core.loading import load_model
+from qstudio.core.pipeline import run_recipe
+from qstudio.core.recipe import DataSource, Recipe
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30)):
@@ -111,3 +117,51 @@ def test_random_is_flagged_and_demo_is_real():
         load_dataset(DataSource(kind="random"))
     demo = load_dataset(DataSource(kind="demo", split="eval"))
     assert not demo.is_random and demo.labels is not None and len(demo) == 400
+
+
+# --------------------------------------------------------------------------- bad data stops a run before its first batch
+
+
+@pytest.mark.parametrize(
+    ("x", "named"),
+    [
+        (np.zeros((0, 1, 32, 32), np.float32), "empty"),
+        (np.zeros((4, 1, 28, 28), np.float32), "shape [1, 28, 28]"),
+        (np.zeros((4, 1, 32, 32), np.uint8), "uint8 values"),
+        (np.where(np.arange(4 * 1024).reshape(4, 1, 32, 32) == 5, np.inf, 0).astype(np.float32), "NaN or Inf"),
+        (np.where(np.arange(4 * 1024).reshape(4, 1, 32, 32) == 9, -np.inf, 0).astype(np.float32), "in 1 samples"),
+        (np.full((4, 1, 32, 32), np.nan, np.float32), "in 4 samples"),
+    ],
+    ids=["empty", "wrong-shape", "wrong-dtype", "inf", "minus-inf", "nan"],
+)
+def test_bad_calibration_data_stops_the_run_before_calibrating(tmp_path: Path, x: np.ndarray, named: str) -> None:
+    np.save(tmp_path / "x.npy", x)
+    loaded = load_model(zoo("plain_cnn"))
+    recipe = Recipe(mode="fx", calib=DataSource(kind="tensor", path=str(tmp_path / "x.npy")), benchmark=QUICK)
+    with pytest.raises(DataError) as info:
+        drive(run_recipe(recipe, loaded))
+    assert_clean(info.value, named)
+    assert info.value.seen == []  # nothing ran: data is checked before the first step
+
+
+def test_labels_of_the_wrong_length_and_a_corrupt_image_stop_the_run(tmp_path: Path) -> None:
+    loaded = load_model(zoo("plain_cnn"))
+    np.save(tmp_path / "x.npy", np.zeros((6, 1, 32, 32), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(5, np.int64))
+    labeled = DataSource(kind="tensor", path=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"))
+    with pytest.raises(DataError) as info:
+        drive(run_recipe(Recipe(mode="fx", calib=labeled, benchmark=QUICK), loaded))
+    assert_clean(info.value, "labels have shape [5]", "6 samples", fix_words=("one integer label per sample",))
+
+    from PIL import Image
+
+    images = tmp_path / "imgs" / "cat"
+    images.mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (32, 32), color=i * 40).save(images / f"{i}.png")
+    (images / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))  # a PNG signature, then garbage
+    folder = DataSource(kind="folder", path=str(tmp_path / "imgs"), grayscale=True)
+    with pytest.raises(DataError) as info:
+        drive(run_recipe(Recipe(mode="fx", calib=folder, benchmark=QUICK), loaded))
+    assert_clean(info.value, "3.png", "corrupt", fix_words=("remove or replace",))
+    assert info.value.seen == []

@@ -6,20 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_checks import QUICK, assert_clean, bomb_factory, drive, quantize, stages, write_factory, zoo
+from torch import nn
 
 from qstudio.core import compare, fusion
-from qstudio.core.errors import Cancelled, FlowError
+from qstudio.core.errors import FlowError
 from qstudio.core.flows import FlowInput, get_flow
+from qstudio.core.flows.dynamic import conv1d_as_linear, is_conv1d
 from qstudio.core.loading import load_model
 from qstudio.core.pipeline import run_recipe
-from qstudio.core.progress import CancelToken, run
+from qstudio.core.progress import run
 from qstudio.core.recipe import DataSource, ModelSource, QATSettings, QuantSettings, Recipe
-
-ZOO = Path(__file__).parent / "models" / "zoo.py"
-
-
-def factory(name: str) -> str:
-    return f"{ZOO}:{name}"
 
 
 def demo_recipe(mode: str, quick_bench, **settings) -> Recipe:
@@ -59,7 +56,7 @@ def test_eager_on_residual_model_says_why_and_points_to_fx(demo, quick_bench):
 
 
 def test_eager_ptq_works_on_plain_cnn(quick_bench):
-    loaded = load_model(ModelSource(factory("plain_cnn")))
+    loaded = load_model(zoo("plain_cnn"))
     recipe = Recipe(mode="eager", calib=DataSource(kind="random", limit=32), settings=QuantSettings(calib_batches=2),
                     benchmark=quick_bench)  # fmt: skip
     result = run(run_recipe(recipe, loaded))
@@ -70,7 +67,7 @@ def test_eager_ptq_works_on_plain_cnn(quick_bench):
 
 
 def test_skip_keeps_module_float_in_eager_and_fx(quick_bench):
-    loaded = load_model(ModelSource(factory("plain_cnn")))
+    loaded = load_model(zoo("plain_cnn"))
     for mode in ("eager", "fx"):
         recipe = Recipe(mode=mode, calib=DataSource(kind="random", limit=16),
                         settings=QuantSettings(calib_batches=1, skip=["fc2"]), benchmark=quick_bench)  # fmt: skip
@@ -89,7 +86,7 @@ def test_qat_fx_on_demo_reports_epochs(demo, quick_bench):
 
 
 def test_qat_eager_on_plain_cnn(tmp_path, quick_bench):
-    loaded = load_model(ModelSource(factory("plain_cnn")))
+    loaded = load_model(zoo("plain_cnn"))
     x = torch.randn(128, 1, 32, 32)
     y = torch.randint(0, 10, (128,))
     torch.save(x, tmp_path / "x.pt")
@@ -108,7 +105,7 @@ def test_qat_eager_on_plain_cnn(tmp_path, quick_bench):
 
 
 def test_dynamic_lstm(quick_bench):
-    loaded = load_model(ModelSource(factory("lstm_classifier")))
+    loaded = load_model(zoo("lstm_classifier"))
     assert loaded.input_dtype == "int64"
     recipe = Recipe(mode="dynamic", calib=DataSource(kind="random", limit=32), benchmark=quick_bench)
     result = run(run_recipe(recipe, loaded))
@@ -119,7 +116,7 @@ def test_dynamic_lstm(quick_bench):
 
 
 def test_dynamic_sentence_transformer_keeps_embeddings(tmp_path, quick_bench):
-    loaded = load_model(ModelSource(factory("sentence_encoder")))
+    loaded = load_model(zoo("sentence_encoder"))
     ids = torch.randint(0, 1000, (64, 32), generator=torch.Generator().manual_seed(1))
     import numpy as np
 
@@ -136,7 +133,7 @@ def test_dynamic_sentence_transformer_keeps_embeddings(tmp_path, quick_bench):
 
 
 def test_static_mode_refuses_token_model_with_advice(quick_bench):
-    loaded = load_model(ModelSource(factory("lstm_classifier")))
+    loaded = load_model(zoo("lstm_classifier"))
     recipe = Recipe(mode="eager", calib=DataSource(kind="random", limit=8), benchmark=quick_bench)
     with pytest.raises(FlowError, match="dynamic"):
         run(run_recipe(recipe, loaded))
@@ -148,15 +145,17 @@ def test_dynamic_on_conv_model_says_nothing_to_quantize(demo, quick_bench):
 
 
 def test_fx_trace_failure_names_module_and_line(quick_bench):
-    loaded = load_model(ModelSource(factory("gated_cnn")))
+    loaded = load_model(zoo("gated_cnn"))
     recipe = Recipe(
         mode="fx", calib=DataSource(kind="random", limit=8), input_shape=[1, 1, 16, 16], benchmark=quick_bench
     )
     with pytest.raises(FlowError) as err:
-        run(run_recipe(recipe, loaded))
+        drive(run_recipe(recipe, loaded))
     msg = str(err.value)
     assert "'gate'" in msg and "zoo.py" in msg and "if x.mean() > 0" in msg
     assert "--skip gate" in msg
+    assert_clean(err.value, "zoo.py:", "if x.mean() > 0", fix_words=("--skip gate",))
+    assert "calibrate" not in stages(err.value.seen)  # refused before any calibration batch
     # and the advice works: keeping the gate in float lets FX go through
     recipe.settings.skip = ["gate"]
     result = run(run_recipe(recipe, loaded))
@@ -170,20 +169,6 @@ def test_skip_worst_requantizes_and_reports_gain(demo, quick_bench):
     assert set(sw.layers) <= set(result.skipped)
     assert all(name in result.coverage.float_layers for name in sw.layers)
     assert sw.after.samples == sw.before.samples
-
-
-def test_cancel_stops_calibration_between_batches(demo, quick_bench):
-    token = CancelToken()
-    seen = []
-
-    def on_progress(step):
-        seen.append(step)
-        if step.stage == "calibrate" and step.done == 2:
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        run(run_recipe(demo_recipe("fx", quick_bench), demo), on_progress, token)
-    assert seen[-1].stage == "calibrate" and seen[-1].done == 2
 
 
 def test_layer_errors_rank_and_match_numeric_suite_direction(demo):
@@ -211,7 +196,7 @@ def test_float_reference_has_no_observer_left_under_any_name(mode):
     from qstudio.core.data import load_dataset
 
     calib = load_dataset(DataSource(kind="demo", split="calib"))
-    loaded = load_model(ModelSource(factory("plain_cnn"))) if mode == "eager" else load_model(ModelSource("demo"))
+    loaded = load_model(zoo("plain_cnn")) if mode == "eager" else load_model(ModelSource("demo"))
     if mode == "eager":
         calib = load_dataset(DataSource(kind="random", limit=16), input_shape=loaded.input_shape)
     recipe = Recipe(mode=mode, settings=QuantSettings(calib_batches=1))
@@ -293,3 +278,128 @@ def test_auto_activation_range_is_7_bit_for_static_x86_and_8_bit_for_dynamic_on_
     assert act_max(backend="onednn") == 255 and act_max(reduce_range="off") == 255
     assert qat_qconfig(QuantSettings()).activation().quant_max == 127
     assert reduce_range(QuantSettings(), dynamic=True) is (not has_vnni())
+
+
+# --------------------------------------------------------------------------- refusals and faults during a run
+
+
+RESIDUAL = """
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        y = self.relu(self.conv1(x))
+        y = y + self.conv2(y)
+        return self.head(y)
+
+
+def build():
+    return Residual()
+
+
+build.input_shape = [1, 1, 16, 16]
+"""
+
+
+def test_eager_mode_with_a_tensor_add_is_refused_before_calibrating(tmp_path: Path) -> None:
+    loaded = load_model(ModelSource(f"{write_factory(tmp_path, RESIDUAL)}:build"))
+    recipe = Recipe(mode="eager", calib=DataSource(kind="random", limit=8), benchmark=QUICK)
+    with pytest.raises(FlowError) as info:
+        drive(run_recipe(recipe, loaded))
+    assert_clean(info.value, "net.py:", "y = y + self.conv2(y)", fix_words=("--mode fx", "FloatFunctional"))
+    assert "calibrate" not in stages(info.value.seen)  # refused before any calibration batch
+    assert drive(run_recipe(Recipe(mode="fx", calib=recipe.calib, benchmark=QUICK), loaded))[0] is not None
+
+
+def test_model_raising_mid_calibration_names_module_and_line(tmp_path: Path) -> None:
+    loaded = load_model(ModelSource(f"{bomb_factory(tmp_path, 'index 7 is out of bounds')}:build"))
+    for mode in ("fx", "eager"):
+        recipe = Recipe(
+            mode=mode,
+            settings=QuantSettings(batch_size=4, calib_batches=8, skip=["bomb"] if mode == "fx" else []),
+            calib=DataSource(kind="random", limit=32),
+            benchmark=QUICK,
+        )
+        loaded.module.bomb.calls = 0
+        with pytest.raises(FlowError) as info:
+            drive(run_recipe(recipe, loaded))
+        assert_clean(
+            info.value, "'bomb' raised RuntimeError", "batch 3 of 8", "net.py:", "raise RuntimeError", "out of bounds"
+        )
+        assert [s.done for s in info.value.seen if s.stage == "calibrate"] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- dynamic mode on GPT-2's Conv1D (a Linear with its weight transposed)
+
+
+class Conv1D(nn.Module):
+    """transformers.pytorch_utils.Conv1D, as written there: a Linear with its weight transposed."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.nx = nx
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)  # noqa: RUF005  (as transformers writes it)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c_fc, self.act, self.c_proj = Conv1D(64, 16), nn.GELU(), Conv1D(16, 64)
+        with torch.no_grad():
+            self.c_fc.bias.normal_()
+
+    def forward(self, x):
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+def test_conv1d_is_swapped_for_the_linear_it_is():
+    model = GPT2MLP().eval()
+    swapped = GPT2MLP().eval()
+    assert is_conv1d(model.c_fc) and not is_conv1d(nn.Linear(2, 2))
+    assert conv1d_as_linear(swapped) == 2
+    assert type(swapped.c_fc) is nn.Linear and swapped.c_fc.weight.shape == (64, 16)
+    x = torch.randn(3, 7, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), model(x))
+
+
+def test_gpt2_style_conv1d_is_quantized_dynamically():
+    model = GPT2MLP().eval()
+    result = quantize(model, [1, 8, 16], mode="dynamic")
+    assert result.coverage.quantized_layers == ["c_fc", "c_proj"] and not result.coverage.float_layers
+    assert [(r.type, r.total, r.quantized) for r in result.coverage.rows] == [("Conv1D", 2, 2)]
+    assert isinstance(model.c_fc, Conv1D)  # the user's model is untouched
+    assert result.quantized is not None
+    assert type(result.quantized.module.c_fc).__name__ == "Linear" and compare.is_quantized_module(
+        result.quantized.module.c_fc
+    )
+    weights = {e.name: e.weight_sqnr_db for e in result.layers}
+    assert weights["c_fc"] is not None and weights["c_fc"] > 30  # compared with the transposed float weight
+    assert result.evaluation.cosine > 0.99
+
+
+def test_tiny_gpt2_model_is_quantized_dynamically():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=500, n_positions=64, use_cache=False)
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(config).eval()
+    conv1d = [n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"]
+    assert len(conv1d) == 8
+    result = quantize(model, [1, 16], mode="dynamic", dtype="int64")
+    assert set(conv1d) <= set(result.coverage.quantized_layers)
+    assert {r.type: (r.total, r.quantized) for r in result.coverage.rows}["Conv1D"] == (8, 8)
+    assert result.evaluation.cosine > 0.99

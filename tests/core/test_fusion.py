@@ -7,18 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from engine_checks import QUICK, assert_clean, drive, stages, zoo
 
 from qstudio.core import fusion
 from qstudio.core.errors import FusionError
 from qstudio.core.loading import load_model
-from qstudio.core.recipe import ModelSource
-
-ZOO = f"{Path(__file__).parent / 'models' / 'zoo.py'}"
-
-
-@pytest.fixture(scope="module")
-def resnet18():
-    return torchvision.models.resnet18(weights=None).eval()
+from qstudio.core.pipeline import run_recipe
+from qstudio.core.recipe import DataSource, Recipe
 
 
 def test_resnet18_groups_follow_data_flow(resnet18):
@@ -73,7 +68,7 @@ def test_invalid_groups_name_module_and_reason(resnet18, groups, module, reason)
 
 
 def test_untraceable_model_falls_back_to_module_order():
-    loaded = load_model(ModelSource(f"{ZOO}:gated_cnn"))
+    loaded = load_model(zoo("gated_cnn"))
     s = fusion.suggest_groups(loaded.module)
     assert s.method == "module order"
     assert s.groups == [["stem.0", "stem.1", "stem.2"]]
@@ -88,3 +83,13 @@ def test_demo_groups(demo):
     assert ["layers.0.conv1", "layers.0.bn1", "layers.0.relu1"] in s.groups
     # relu2 follows the residual add, not bn2
     assert ["layers.0.conv2", "layers.0.bn2"] in s.groups
+
+
+def test_invalid_fusion_group_in_a_recipe_is_refused_before_calibrating(tmp_path: Path) -> None:
+    loaded = load_model(zoo("plain_cnn"))
+    for groups, named in (([["conv1", "fc1"]], "fc1"), ([["conv1", "nope"]], "nope"), ([["relu1", "conv2"]], "relu1")):
+        recipe = Recipe(mode="fx", fusion=groups, calib=DataSource(kind="random", limit=8), benchmark=QUICK)
+        with pytest.raises(FusionError) as info:
+            drive(run_recipe(recipe, loaded))
+        assert_clean(info.value, named)
+        assert "calibrate" not in stages(info.value.seen)

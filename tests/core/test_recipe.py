@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from engine_checks import assert_clean
 
-from qstudio.core.errors import RecipeError
+from qstudio.core.errors import ExportError, RecipeError
 from qstudio.core.recipe import (
     RECIPE_VERSION,
     BenchmarkSettings,
@@ -94,15 +95,11 @@ def test_missing_and_binary_recipe_files(tmp_path):
         Recipe.load(tmp_path / "bin.toml")
 
 
-def test_save_is_atomic_and_keeps_earlier_file_on_failure(tmp_path, monkeypatch):
-    path = VARIANTS["fx"].save(tmp_path / "r.toml")
-    before = path.read_bytes()
-
-    def boom(self):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(Recipe, "to_toml", boom)
-    with pytest.raises(RuntimeError):
-        VARIANTS["eager"].save(path)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["r.toml"]
+def test_save_to_a_missing_folder_or_onto_a_folder_names_it(tmp_path):
+    with pytest.raises(ExportError) as info:
+        Recipe().save(tmp_path / "missing" / "r.toml")
+    assert_clean(info.value, "does not exist")
+    with pytest.raises(ExportError) as info:
+        Recipe().save(tmp_path)
+    assert_clean(info.value, "is a folder")
+    assert not (tmp_path / "missing").exists() and not list(tmp_path.glob("*.tmp"))

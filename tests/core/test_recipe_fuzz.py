@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import tomllib
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qstudio.core.errors import RecipeError
 from qstudio.core.recipe import DataSource, QATSettings, QuantSettings, Recipe
+from qstudio.core.trust import code_files
 
 VALID = Recipe(
     mode="qat",
@@ -84,3 +86,38 @@ def test_accepted_recipes_round_trip():
         assert Recipe.from_toml(recipe.to_toml()) == recipe
 
     check()
+
+
+VALID_RECIPE = (
+    Recipe(
+        mode="qat",
+        fusion=[["conv1", "bn1", "relu"]],
+        settings=QuantSettings(skip=["fc"], batch_size=8),
+        train=DataSource(kind="tensor", path="x.npy", labels="y.npy"),
+    )
+    .to_toml()
+    .encode("utf-8")
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(edits=st.lists(st.tuples(st.integers(0, len(VALID_RECIPE) - 1), st.integers(1, 255)), min_size=1, max_size=6))
+def test_byte_mutated_valid_recipe_gives_a_recipe_or_a_recipe_error(tmp_path: Path, edits) -> None:
+    data = bytearray(VALID_RECIPE)
+    for pos, xor in edits:
+        data[pos] ^= xor
+    path = tmp_path / "r.toml"
+    path.write_bytes(bytes(data))
+    try:
+        recipe = Recipe.load(path)
+    except RecipeError as exc:
+        assert exc.problem and exc.fix and "r.toml" in exc.problem
+    else:
+        assert Recipe.from_toml(recipe.to_toml()) == recipe
+        code_files(recipe)  # never raises either

@@ -307,19 +307,6 @@ def test_write_report_writes_the_page(tmp_path: Path, result: RunResult) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
-def test_failed_write_keeps_the_earlier_file(small_disk, result: RunResult) -> None:
-    # a real, nearly full tmpfs (tests/conftest.py): the kernel refuses the write
-    target = small_disk / "report.html"
-    report.write_report(result, target)
-    before = target.read_bytes()
-    small_disk.fill()
-    with pytest.raises(ExportError) as info:
-        report.write_report(dataclasses.replace(result, model_name="second"), target)
-    assert "is full" in str(info.value) and "report.html" in info.value.problem and info.value.fix
-    assert target.read_bytes() == before
-    assert small_disk.files() == ["report.html"]  # no temp file left
-
-
 def test_write_report_bad_locations_are_clear(tmp_path: Path, result: RunResult) -> None:
     with pytest.raises(ExportError, match="does not exist"):
         report.write_report(result, tmp_path / "missing" / "report.html")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from qstudio.core.errors import LoadError
+import pytest
+import torch
+from engine_checks import QUICK, assert_clean, drive, zoo
+
+from qstudio.core.errors import Cancelled, DataError, FlowError, LoadError
 from qstudio.core.progress import run
-from qstudio.core.recipe import BenchmarkSettings, ModelSource, QuantSettings, Recipe
+from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QATSettings, QuantSettings, Recipe
 from qstudio.core.session import Session
 
 
@@ -59,3 +63,67 @@ def test_skip_and_run_annotate_tree(session):
     assert session.tree.find("stem.0").quantized is True
     assert session.tree.find("stem.0").activation_sqnr_db is not None
     assert result.recipe.fusion == session.groups
+
+
+# --------------------------------------------------------------------------- runs: cancel, one at a time
+
+
+def _labeled_tensors(folder: Path, n: int = 64) -> DataSource:
+    torch.manual_seed(0)
+    torch.save(torch.randn(n, 1, 32, 32), folder / "x.pt")
+    torch.save(torch.randint(0, 10, (n,)), folder / "y.pt")
+    return DataSource(kind="tensor", path=str(folder / "x.pt"), labels=str(folder / "y.pt"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "stage"),
+    [("fx", "calibrate"), ("qat", "train"), ("fx", "benchmark")],
+)
+def test_cancel_stops_promptly_and_leaves_the_session_as_it_was(tmp_path: Path, mode: str, stage: str) -> None:
+    data = _labeled_tensors(tmp_path)
+    session = Session(
+        Recipe(
+            mode=mode,
+            calib=data,
+            train=data,
+            eval=data,
+            settings=QuantSettings(batch_size=4, calib_batches=8),
+            qat=QATSettings(epochs=2, batch_size=8),
+            benchmark=BenchmarkSettings(batch_sizes=[1], warmup=5, iters=50),
+        )
+    )
+    session.load(zoo("plain_cnn"))
+    before = (session.loaded, session.recipe.to_dict(), list(session.groups), list(session.results))
+    events: list[str] = []
+    session.subscribe(events.append)
+    with pytest.raises(Cancelled) as info:
+        drive(session.run(), cancel_at=(stage, 3))
+    assert info.value.seen[-1] is info.value.cancelled_at  # nothing ran after the step the user cancelled in
+    assert (session.loaded, session.recipe.to_dict(), session.groups, session.results) == before
+    assert events == [] and not session.running
+    assert session.run() is not None  # a new run may start
+
+
+def test_second_run_while_one_runs_is_refused(tmp_path: Path) -> None:
+    session = Session(Recipe(mode="fx", calib=DataSource(kind="random", limit=16), benchmark=QUICK))
+    session.load(zoo("plain_cnn"))
+    first = session.run()
+    next(first)  # started: the first worker is inside the run
+    assert session.running
+    with pytest.raises(FlowError) as info:
+        session.run()
+    assert_clean(info.value, "already in progress", fix_words=("wait", "cancel"))
+    result = run(first)
+    session.add_result(result)
+    assert not session.running
+    second = session.run()  # a run created but not yet started also counts
+    with pytest.raises(FlowError):
+        session.run()
+    second.close()  # cancelled before it began
+    assert not session.running
+    failing = Session(Recipe(mode="fx", calib=DataSource(kind="tensor", path=str(tmp_path / "none.npy"))))
+    failing.load(zoo("plain_cnn"))
+    with pytest.raises(DataError):
+        run(failing.run())
+    assert not failing.running  # a failed run frees the session too
+    assert session.results == [result]

@@ -1,4 +1,4 @@
-"""One summary of a run (issue #12 item 1): the report, the window and the CLI say the same thing.
+"""One summary of a run (qstudio.core.summary): the report, the window and the CLI say the same thing.
 
 A real demo run on random data is summarized, then rendered by all three: one
 RANDOM DATA notice each, one SQNR band at exactly 30 dB, one INT8 colour, and

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from untrusted import Evil
 
 from qstudio.cli import main as cli_main
 from qstudio.core import loading
@@ -23,16 +24,6 @@ from qstudio.core.recipe import ModelSource, Recipe
 from qstudio.core.trust import CodeRisk, Grants, code_files, granted, granted_by_user, uncovered, what_runs
 
 FACTORY = "import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())\n"
-
-
-class _Evil:
-    """Unpickling this opens (creates) the marker file: stands in for any malicious payload."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def _factory(folder: Path, marker: Path | None = None, name: str = "net.py") -> Path:
@@ -113,7 +104,7 @@ def test_what_runs_for_each_kind_of_source(tmp_path: Path) -> None:
 def test_what_runs_names_the_payload_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pt"
-    torch.save({"w": torch.ones(1), "x": _Evil(marker)}, evil)
+    torch.save({"w": torch.ones(1), "x": Evil(marker)}, evil)
     factory = _factory(tmp_path, marker)
     (risk, model) = what_runs(ModelSource(str(evil), factory=f"{factory}:build"))
     assert risk.kind == "factory" and model.kind == "model file"
@@ -188,7 +179,7 @@ def test_a_file_swapped_between_the_decision_and_the_load_is_refused(tmp_path: P
     path = _files(tmp_path)["pickled_module"]
     risks = what_runs(ModelSource(str(path)))
     grants = granted(risks)  # the user agreed to this content
-    torch.save({"w": torch.ones(1), "x": _Evil(marker)}, path)  # replaced before the loader reads it
+    torch.save({"w": torch.ones(1), "x": Evil(marker)}, path)  # replaced before the loader reads it
     with pytest.raises(UntrustedFileError) as info:
         load_model(ModelSource(str(path)), grants=grants)
     assert "arbitrary code" in info.value.problem
@@ -256,7 +247,7 @@ def test_trust_flag_covers_only_that_files_current_bytes(tmp_path: Path, capsys)
     torch.save(torch.nn.Sequential(torch.nn.Linear(4, 3)), other)
     with pytest.raises(UntrustedFileError):  # another file is not covered
         load_model(ModelSource(str(other)), grants=grants)
-    torch.save({"w": torch.ones(1), "x": _Evil(marker)}, path)  # nor this file once its bytes change
+    torch.save({"w": torch.ones(1), "x": Evil(marker)}, path)  # nor this file once its bytes change
     with pytest.raises(UntrustedFileError):
         load_model(source, grants=grants)
     assert not marker.exists()

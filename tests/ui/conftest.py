@@ -1,18 +1,16 @@
-"""pytest-qt setup: offscreen Qt, per-test settings, quiet torch deprecations."""
+"""pytest-qt setup: offscreen Qt, per-test settings (which warnings fail a test: pyproject.toml)."""
 
 from __future__ import annotations
 
 import os
-import warnings
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
+from dialogs import FAST
 from PySide6.QtCore import QSettings
 
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
-warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated.*")
+from qstudio.ui import create_main_window
 
 
 @pytest.fixture(autouse=True)
@@ -42,3 +40,13 @@ def delete_qt_objects_between_tests():
     QThreadPool.globalInstance().waitForDone(60_000)
     gc.collect()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture
+def window(qtbot):
+    """The real window on the demo with quick-run options (``FAST``), shown; its worker is waited for at the end."""
+    w = create_main_window(FAST)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.controller.wait(30_000)

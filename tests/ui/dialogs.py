@@ -1,7 +1,8 @@
 """Driving the real window as a user does: modal dialogs answered by a timer, runs waited on by signal.
 
 Shared by the window tests (import it as ``from dialogs import ...``; pytest puts
-this folder on ``sys.path``).  Modal dialogs run their own event loop inside
+this folder on ``sys.path``), with the quick-run options ``FAST``, the engine tests'
+model zoo and a ``Snapshot`` of what the user had, to check it survives a fault.  Modal dialogs run their own event loop inside
 ``exec()``; a timer keeps ticking in that loop, finds the dialog among the
 application's windows by its objectName and answers it.  Static file pickers
 (``QFileDialog.getOpenFileName``) are replaced with ``monkeypatch`` instead,
@@ -10,10 +11,25 @@ as docs/ui-testing.md says.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QFileDialog, QLineEdit, QMessageBox, QPushButton
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+)
+
+FAST = ["--calib-batches", "2", "--iters", "3", "--batch-size", "8"]  # the window's options for a quick demo run
+ZOO = Path(__file__).resolve().parents[1] / "core" / "models" / "zoo.py"  # the engine tests' small models
 
 
 class DialogAnswerer:
@@ -100,7 +116,14 @@ def open_torchvision(window, name: str) -> None:
     assert answer.seen, "the torchvision dialog never showed"
 
 
-def run_to_end(qtbot, window, timeout=120_000):
+def set_mode(window, mode: str) -> None:
+    """Pick ``mode`` in the mode combo, as the user does; the recipe follows."""
+    combo = window.findChild(QComboBox, "modeCombo")
+    combo.setCurrentIndex(combo.findData(mode))
+    assert window.controller.session.recipe.mode == mode
+
+
+def run_to_end(qtbot, window, timeout=240_000):
     with qtbot.waitSignal(window.runFinished, timeout=timeout) as blocker:
         window.findChild(QPushButton, "runButton").click()
     return blocker.args[0]
@@ -138,3 +161,39 @@ def pick_data_file(picker, path, monkeypatch) -> None:
     if picker.pathEdit.text() != str(path):
         picker.browseButton.click()
     assert picker.pathEdit.text() == str(path)
+
+
+# -- what the user had: kept through a fault ----------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """What the user had before a fault: the model, the recipe, results, fusion groups and the mode shown."""
+
+    loaded: object
+    recipe: str
+    results: list
+    groups: list
+    mode_shown: str
+
+    @classmethod
+    def of(cls, window) -> Snapshot:
+        s = window.controller.session
+        return cls(
+            s.loaded,
+            s.recipe.to_toml(),
+            list(s.results),
+            copy.deepcopy(s.groups),
+            window.findChild(QComboBox, "modeCombo").currentData(),
+        )
+
+    def assert_kept(self, window) -> None:
+        """The model, the settings (recipe and what the widgets show), fusion groups and results are as before."""
+        assert Snapshot.of(window) == self
+
+
+def still_usable(qtbot, window) -> None:
+    """After the fault: the window runs the demo to the end (the earlier model was kept)."""
+    close_error(window)
+    idle(qtbot, window)
+    assert window.controller.session.loaded.name == "demo"
+    result = run_to_end(qtbot, window)
+    assert window.controller.session.last is result

@@ -1,6 +1,6 @@
 """The real window fits 1024x700 and 1280x800 screens: measured facts, in every mode, before and after a run.
 
-What users saw (issue #10): card values cut, a latency chart without bars,
+What users saw: card values cut, a latency chart without bars,
 table headers reading "P32 m", the settings cut mid-word and the window
 growing wider than the screen in Dynamic mode, the tree's result columns
 off-screen and the per-layer chart's last bar pushed off its edge when a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import dialogs
 import pytest
 from PySide6.QtCore import QPointF
 from PySide6.QtWidgets import (
@@ -55,9 +56,7 @@ def settle() -> None:
 
 
 def set_mode(window, mode: str) -> None:
-    combo = window.findChild(QComboBox, "modeCombo")
-    combo.setCurrentIndex(combo.findData(mode))
-    assert window.controller.session.recipe.mode == mode
+    dialogs.set_mode(window, mode)
     settle()
 
 

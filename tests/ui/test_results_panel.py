@@ -294,3 +294,27 @@ def test_export_png(panel, result, tmp_path):
     panel.controller.session.add_result(result)
     path = export_png(panel.latency_chart, tmp_path / "latency.png")
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_banner_shows_critical_verdicts_first_in_red():
+    """A run whose INT8 outputs collapse (tests/core/models/zoo.py:outlier): the verdict leads the banner, in red."""
+    from dialogs import ZOO
+
+    from qstudio.core.loading import load_model
+    from qstudio.core.pipeline import run_recipe
+    from qstudio.core.recipe import BenchmarkSettings, QuantSettings, Recipe
+    from qstudio.ui.results_panel import banner_text, result_warnings
+
+    recipe = Recipe(
+        mode="fx",
+        calib=DataSource(kind="random"),
+        settings=QuantSettings(calib_batches=2),
+        benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=20),
+    )
+    result = run(run_recipe(recipe, load_model(ModelSource(f"{ZOO}:outlier"))))
+    warnings = result_warnings(result)
+    text = banner_text(result, warnings)
+    collapse = {v.code: v for v in result.verdicts}["collapse"].text
+    assert text.startswith('<b style="color:#b00020">⚠ INT8 OUTPUTS COLLAPSED') and collapse.split(":")[0] in text
+    plain = dataclasses.replace(result, verdicts=[], warnings=["only a note"])
+    assert banner_text(plain, result_warnings(plain)).startswith("⚠ ")

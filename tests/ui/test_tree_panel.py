@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+from dialogs import Snapshot, still_usable
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
@@ -367,3 +369,24 @@ def test_model_passes_qt_model_tester(qtmodeltester, controller):
     model.refresh()
     model.set_root(None)
     qtmodeltester.check(model)
+
+
+# -- in the window -------------------------------------------------------------------
+
+
+def test_invalid_fusion_group_is_refused_inline_and_groups_stay(qtbot, window):
+    panel = window.tree_panel
+    before = Snapshot.of(window)
+    selection = panel.view.selectionModel()
+    selection.clearSelection()
+    for name in ("fc", "pool"):  # a Linear and a pooling layer: no fused kernel exists for them
+        index = panel.proxy.mapFromSource(panel.model.index_for(name, 0))
+        selection.select(index, selection.SelectionFlag.Select | selection.SelectionFlag.Rows)
+    assert panel.fuse_button.isEnabled()
+    panel.fuse_button.click()
+    label = window.findChild(type(panel.problems_label), "fusionProblems")
+    assert label.isVisible()
+    assert "cannot fuse" in label.text() and "supported:" in label.text()  # problem and what would work
+    before.assert_kept(window)
+    assert window.errors.box is None
+    still_usable(qtbot, window)

@@ -114,3 +114,25 @@ def sentence_encoder() -> nn.Module:
 
 sentence_encoder.input_shape = [1, 32]  # type: ignore[attr-defined]
 sentence_encoder.input_dtype = "int64"  # type: ignore[attr-defined]
+
+
+class Outlier(nn.Module):
+    """fc1 puts one channel at 1e4, the rest near 1; fc2 ignores that channel: per-tensor INT8 loses all it reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.act, self.fc2 = nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)
+        with torch.no_grad():
+            self.fc1.bias[0] = 1e4
+            self.fc2.weight[:, 0] = 0
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def outlier() -> nn.Module:
+    return Outlier()
+
+
+outlier.input_shape = [1, 16]  # type: ignore[attr-defined]

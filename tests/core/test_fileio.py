@@ -1,4 +1,4 @@
-"""Issue #10: a full disk is an error, not an abort; written files get normal permissions.
+"""Files qstudio writes (export, report, recipe, JSON): a full disk is an error, not an abort; normal permissions.
 
 Every disk-full test writes onto a real, nearly full tmpfs (``small_disk`` /
 ``full_disk`` in tests/conftest.py): the kernel itself refuses the write.  The

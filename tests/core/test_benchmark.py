@@ -1,31 +1,31 @@
-"""Benchmark figures, the FP32/INT8 TorchScript paths, verified atomic export, environment facts.
+"""Benchmark figures: agreement with torch.utils.benchmark, batch sizes, interleaving, cancel, unstable timing.
 
 Real models throughout (resnet18 without weights, a small FX-quantized conv
-net); a full disk is a real, nearly full tmpfs, and only a refused permission is
-simulated (the tests run as root).  Timings run with one
-thread: on this 2-core machine other jobs often hold a core, and a 2-thread
-measurement then waits on whichever thread was descheduled, which is noise,
-not model speed.
+net).  Timings run with one thread: on this 2-core machine other jobs often
+hold a core, and a 2-thread measurement then waits on whichever thread was
+descheduled, which is noise, not model speed.  The timing-stability tests run
+real CPU burners beside the benchmark.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import errno
+import dataclasses
 import logging
-import os
 import statistics
+import subprocess
+import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import torch
-import torchvision
+from engine_checks import codes, quantize, quantize_fx_x86
 from torch import nn
-from torch.ao.quantization import get_default_qconfig_mapping
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from qstudio.core import environment, fileio
+from qstudio.core import benchmark as bench
+from qstudio.core import stability
 from qstudio.core.benchmark import (
     LatencyStat,
     benchmark,
@@ -33,16 +33,12 @@ from qstudio.core.benchmark import (
     compare_with_torch_utils_benchmark,
     model_size_mb,
 )
-from qstudio.core.errors import Cancelled, ExportError, FlowError
-from qstudio.core.export import ExportInfo, export_torchscript
+from qstudio.core.errors import Cancelled
 from qstudio.core.progress import CancelToken, Progress, run
 from qstudio.core.recipe import BenchmarkSettings
-from qstudio.core.torchscript import freeze_fp32, to_torchscript
+from qstudio.core.torchscript import to_torchscript
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.*` is deprecated:FutureWarning",
-    "ignore::torch.jit.TracerWarning",
-)
+pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the path table traces resnet18 itself
 
 log = logging.getLogger(__name__)
 
@@ -50,58 +46,7 @@ THREADS = 1
 AGREEMENT = 0.10  # the requirement; never loosen it
 
 
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
-
-
-@pytest.fixture(scope="module")
-def image() -> torch.Tensor:
-    torch.manual_seed(1)
-    return torch.randn(1, 3, 224, 224)
-
-
-@pytest.fixture(scope="module")
-def resnet18_frozen(resnet18: nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
-    return freeze_fp32(resnet18, image)
-
-
-class SmallConvNet(nn.Module):
-    """A few conv/bn/relu blocks and a classifier: quantizes in a second, runs in about a millisecond."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.features(x), 1))
-
-
-def quantize_fx_x86(model: nn.Module, example: torch.Tensor, calib_batches: int = 4) -> nn.Module:
-    """Test setup only: post-training static FX quantization for the x86 backend."""
-    torch.backends.quantized.engine = "x86"
-    prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping("x86"), (example,))
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for _ in range(calib_batches):
-            prepared(torch.randn(4, *example.shape[1:], generator=gen))
-    return convert_fx(prepared)
+# --------------------------------------------------------------------------- fixtures (resnet18, image, small_fp32: conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -114,23 +59,6 @@ def resnet18_int8_ts(resnet18_int8: nn.Module, image: torch.Tensor) -> torch.jit
     module, method = to_torchscript(resnet18_int8, image)
     assert method == "traced"  # scale/zero-point float() TracerWarnings must not push FX models to scripting
     return module
-
-
-@pytest.fixture(scope="module")
-def small_input() -> torch.Tensor:
-    torch.manual_seed(3)
-    return torch.randn(1, 3, 96, 96)
-
-
-@pytest.fixture(scope="module")
-def small_fp32() -> nn.Module:
-    torch.manual_seed(4)
-    return SmallConvNet().eval()
-
-
-@pytest.fixture(scope="module")
-def small_int8(small_fp32: nn.Module, small_input: torch.Tensor) -> nn.Module:
-    return quantize_fx_x86(small_fp32, small_input)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,10 +111,6 @@ def assert_agrees(model, x: torch.Tensor, *, rounds: int, iters: int, min_run_ti
         if abs(ratio - 1) <= AGREEMENT:
             return
     pytest.fail(f"{what}: our median is {ratio:.3f}x torch.utils.benchmark's, more than 10% apart; rounds {pairs}")
-
-
-def tmp_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -284,171 +208,6 @@ def test_cancel_from_progress_callback_restores_threads(small_fp32: nn.Module) -
     assert time.perf_counter() - started < 5
 
 
-def test_freeze_fp32_matches_eager_resnet18(
-    resnet18: nn.Module, image: torch.Tensor, resnet18_frozen: torch.jit.ScriptModule
-) -> None:
-    frozen = resnet18_frozen
-    assert isinstance(frozen, torch.jit.ScriptModule)
-    batch = torch.cat([image, torch.randn(2, 3, 224, 224)])
-    with torch.no_grad():
-        for x in (image, batch):
-            assert (frozen(x) - resnet18(x)).abs().max().item() <= 1e-4
-    assert not resnet18.training
-
-
-def test_freeze_fp32_keeps_optimize_for_inference_for_large_outputs(resnet18: nn.Module, image: torch.Tensor) -> None:
-    """Logits in the thousands differ from eager by more than 1e-4 after oneDNN's folded kernels, yet by
-    ~1e-7 relative: the faster baseline must be kept (an absolute tolerance dropped it for resnet50)."""
-
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = resnet18
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x) * 1000.0
-
-    model = Scaled().eval()
-    frozen = freeze_fp32(model, image)
-    with torch.no_grad():
-        ref = model(image)
-        diff = (frozen(image) - ref).abs().max().item()
-    assert "mkldnn" in frozen.graph.str()  # optimize_for_inference's layout, not the plain frozen fallback
-    assert diff <= 1e-4 * ref.abs().max().item()
-
-
-# --------------------------------------------------------------------------- quantized model: export + benchmark
-
-
-def test_quantized_export_reloads_identically(small_int8: nn.Module, small_input: torch.Tensor, tmp_path: Path) -> None:
-    target = tmp_path / "small_int8.pt"
-    info = export_torchscript(small_int8, target, small_input)
-    assert isinstance(info, ExportInfo)
-    assert info.verified and info.method == "traced" and info.path == str(target)
-    assert info.max_abs_diff == 0.0
-    assert info.size_mb == pytest.approx(target.stat().st_size / 1e6)
-    assert tmp_files(tmp_path) == []
-
-    loaded = torch.jit.load(str(target))
-    x = torch.randn(5, 3, 96, 96)
-    with torch.no_grad():
-        for inp in (small_input, x):
-            assert torch.equal(loaded(inp), small_int8(inp))
-
-    # INT8 weights serialize to roughly a quarter of the FP32 state_dict.
-    assert model_size_mb(loaded) < model_size_mb(small_int8) * 2
-
-
-def test_to_torchscript_scripts_when_tracing_is_impossible() -> None:
-    class DictIn(nn.Module):
-        def forward(self, x: torch.Tensor, scale: float = 2.0) -> dict[str, torch.Tensor]:
-            if x.sum() > 0:  # data-dependent branch: a trace would bake in one side
-                return {"out": x * scale}
-            return {"out": -x}
-
-    module, method = to_torchscript(DictIn().eval(), torch.ones(2))
-    assert method == "scripted"
-    assert torch.equal(module(-torch.ones(2))["out"], torch.ones(2))
-
-
-# --------------------------------------------------------------------------- atomic export failures
-
-
-def _earlier_file(folder: Path) -> tuple[Path, bytes]:
-    target = folder / "model.pt"
-    content = b"an earlier export the user cares about\x00\x01" * 100
-    target.write_bytes(content)
-    return target, content
-
-
-def test_export_into_missing_folder_fails_cleanly(small_fp32: nn.Module, tmp_path: Path) -> None:
-    missing = tmp_path / "does" / "not" / "exist"
-    with pytest.raises(ExportError, match="does not exist") as err:
-        export_torchscript(small_fp32, missing / "m.pt", torch.randn(1, 3, 32, 32))
-    assert err.value.fix
-    assert not missing.exists()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_export_into_read_only_folder_fails_cleanly(
-    small_fp32: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    target, content = _earlier_file(folder)
-    folder.chmod(0o555)
-    try:
-        if os.access(folder, os.W_OK):
-            # Running as root: permissions do not stop us, so make creating the
-            # temp file fail exactly as the kernel would for a normal user.
-            def denied(*_a, **_k):
-                raise PermissionError(errno.EACCES, "Permission denied")
-
-            monkeypatch.setattr(fileio.tempfile, "mkstemp", denied)
-        with pytest.raises(ExportError, match="permission denied"):
-            export_torchscript(small_fp32, target, torch.randn(1, 3, 32, 32))
-    finally:
-        folder.chmod(0o755)
-    assert target.read_bytes() == content
-    assert tmp_files(folder) == []
-
-
-def test_export_onto_a_full_disk_keeps_earlier_file(small_fp32: nn.Module, small_disk) -> None:
-    # a real, nearly full tmpfs (tests/conftest.py): the kernel refuses the write; see also tests/core/test_disk_full.py
-    target, content = _earlier_file(small_disk.path)
-    small_disk.fill()
-    with pytest.raises(ExportError, match="is full") as err:
-        export_torchscript(small_fp32, target, torch.randn(1, 3, 32, 32))
-    assert "free space or choose another folder" in err.value.fix
-    assert target.read_bytes() == content
-    assert tmp_files(small_disk.path) == []
-    assert small_disk.files() == ["model.pt"]
-
-
-def test_export_that_does_not_verify_keeps_earlier_file(tmp_path: Path) -> None:
-    class Noisy(nn.Module):
-        """Random in eval mode: the reloaded file cannot reproduce the in-memory output."""
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return x, x + torch.rand_like(x)
-
-    target, content = _earlier_file(tmp_path)
-    with pytest.raises(ExportError, match="differ"):
-        export_torchscript(Noisy().eval(), target, torch.zeros(4))
-    assert target.read_bytes() == content
-    assert tmp_files(tmp_path) == []
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def test_environment_info_and_backends() -> None:
-    info = environment.environment_info()
-    for key in (
-        "qstudio",
-        "python",
-        "torch",
-        "torchvision",
-        "os",
-        "cpu",
-        "cpu_capability",
-        "vnni",
-        "amx",
-        "threads",
-        "quantized_engines",
-    ):
-        assert isinstance(info[key], str) and info[key], key
-    assert info["threads"] == str(torch.get_num_threads())
-    backends = environment.available_backends()
-    assert set(backends) <= {"x86", "fbgemm", "qnnpack", "onednn"}
-    assert all(b in torch.backends.quantized.supported_engines for b in backends)
-    for b in backends:
-        environment.check_backend(b)
-    with pytest.raises(FlowError) as err:
-        environment.check_backend("nope")
-    assert "nope" in err.value.problem and "use one of" in err.value.fix
-
-
 # --------------------------------------------------------------------------- which path is fastest (printed with -s)
 
 
@@ -503,3 +262,80 @@ def test_print_fp32_and_int8_path_table(
     _table(int8_ms, f"resnet18 INT8 (FX, x86), batch 1, {THREADS} thread(s), median ms")
     print(f"  size: FP32 {model_size_mb(resnet18):.1f} MB, INT8 TorchScript {model_size_mb(int8_ts):.1f} MB")
     assert all(v > 0 for v in [*fp32_ms.values(), *int8_ms.values()])
+
+
+# --------------------------------------------------------------------------- unstable timing: measured beside CPU burners
+
+
+@contextlib.contextmanager
+def cpu_burners(n: int = 2) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes spinning on a CPU each, ended (by their own handles) on exit."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+
+
+def _expected_reasons(stats: list[bench.LatencyStat]) -> tuple[bool, bool]:
+    spread = any(
+        s.p90_ms / s.median_ms > stability.SPREAD_LIMIT and s.p90_ms - s.median_ms > stability.SPREAD_FLOOR_MS
+        for s in stats
+    )
+    starved = any(s.cpu_ratio is not None and s.cpu_ratio < stability.CPU_RATIO_LIMIT for s in stats)
+    return spread, starved
+
+
+def test_timing_decision_on_real_measurements_beside_cpu_burners():
+    model = small_cnn()
+    settings = BenchmarkSettings(batch_sizes=[1], warmup=3, iters=40, threads=2)
+    with cpu_burners(2):
+        stats = run(
+            bench.benchmark_interleaved({"a": model, "b": model}, lambda b: torch.randn(b, 3, 32, 32), settings)
+        )
+    flat = [s for group in stats.values() for s in group]
+    assert all(s.cpu_ratio is not None and 0 < s.cpu_ratio <= 1 for s in flat)
+    check = stability.check_timing(stats)  # no load average: the measured figures alone decide
+    spread, starved = _expected_reasons(flat)
+    assert check.stable == (not spread and not starved)
+    assert any("varied from call to call" in r for r in check.reasons) == spread
+    assert any("on a CPU only" in r for r in check.reasons) == starved
+    # the same real figures, made calm and then made starved
+    calm = [dataclasses.replace(s, p90_ms=s.median_ms * 1.1, cpu_ratio=0.99) for s in flat]
+    assert stability.check_timing(calm).stable
+    assert not stability.check_timing(calm, load=9.0, cpus=2).stable  # over 2 runnable threads per CPU
+    assert stability.check_timing(calm, load=2.5, cpus=2).stable  # busy alone is no reason
+    starved_stats = [dataclasses.replace(calm[0], cpu_ratio=0.3), *calm[1:]]
+    check = stability.check_timing(starved_stats, load=2.5, cpus=2)
+    assert not check.stable and "on a CPU only 30%" in check.reasons[0] and "busy" in check.reasons[-1]
+
+
+def test_busy_machine_run_is_stable_or_says_its_timing_is_unreliable():
+    with cpu_burners(2):
+        result = quantize(small_cnn(), [1, 3, 32, 32])
+    timing = result.timing
+    assert timing is not None
+    stats = [*result.fp32.latency, *result.int8.latency, *result.fp32_deploy]
+    spread, starved = _expected_reasons(stats)
+    overloaded = timing.load is not None and timing.cpus and timing.load > stability.LOAD_PER_CPU_LIMIT * timing.cpus
+    assert timing.stable == (not spread and not starved and not overloaded)
+    assert stability.check_timing(stats, load=timing.load, cpus=timing.cpus).stable == timing.stable
+    unreliable = [w for w in result.warnings if w.startswith("UNRELIABLE TIMING")]
+    if timing.stable:
+        assert not unreliable
+    else:
+        assert timing.remeasured and timing.first_reasons  # measured once more before saying so
+        assert len(unreliable) == 1 and codes(result)["unreliable-timing"].severity == "critical"
+        assert all(reason in unreliable[0] for reason in timing.reasons)
+    assert result.to_json()["timing"]["stable"] == timing.stable

@@ -1,4 +1,6 @@
-"""Issue #10 at the window: saving onto a full disk is an error box, never a crash or a 0-byte file.
+"""Exports from the window (TorchScript, report, recipe, chart PNGs): verified files, and a failed save loses nothing.
+
+Saving onto a full disk is an error box, never a crash or a 0-byte file.
 
 The disk is real: a small tmpfs mounted in the test's tmp_path (``small_disk``
 in tests/conftest.py).  Each test saves once while there is room (the earlier
@@ -19,36 +21,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from PySide6.QtWidgets import QFileDialog
-
-from qstudio.ui.app import create_main_window
-
-FAST = ["--calib-batches", "2", "--iters", "3", "--batch-size", "8"]
+from dialogs import Snapshot, close_error, error_shown, idle
+from PySide6.QtWidgets import QFileDialog, QPushButton
 
 
 @pytest.fixture
-def window(qtbot):
-    w = create_main_window(FAST)
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.controller.runFinished, timeout=120_000):
-        w.run()
-    yield w
-    w.controller.wait(30_000)
-
-
-def error_shown(qtbot, window, timeout=60_000) -> tuple[str, str]:
-    qtbot.waitUntil(lambda: window.errors.box is not None and window.errors.box.isVisible(), timeout=timeout)
-    return window.errors.box.text(), window.errors.box.informativeText()
-
-
-def close_error(window) -> None:
-    if window.errors.box is not None:
-        window.errors.box.close()
-
-
-def idle(qtbot, window) -> None:
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=60_000)
+def window(window, qtbot):
+    """The window (tests/ui/conftest.py) after one demo run: there is a result to export."""
+    with qtbot.waitSignal(window.controller.runFinished, timeout=240_000):
+        window.run()
+    return window
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -151,3 +133,67 @@ def test_chart_pngs_onto_a_full_disk_leave_no_empty_file(qtbot, window, full_dis
     assert_full_disk_box(problem, fix, ".png")
     assert full_disk.files() == []  # no 0-byte PNGs, no temporary files
     assert "chart saved" not in window.log_view.toPlainText()
+
+
+def test_export_and_reload(qtbot, window, tmp_path, monkeypatch):
+    result = window.controller.session.last
+    out = tmp_path / "demo_int8.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "TorchScript (*.pt)"))
+    window.findChild(QPushButton, "exportButton").click()
+    qtbot.waitUntil(lambda: out.exists() and not window.controller.busy, timeout=60_000)
+    reloaded = torch.jit.load(str(out))
+    x = result.check_input
+    assert torch.equal(reloaded(x), result.quantized.module(x))
+
+
+def _leftovers(folder: Path, name: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != name and name in p.name)
+
+
+def _fail_mkstemp(monkeypatch) -> None:
+    # Tests run as root, where chmod cannot make a folder read-only; the OS refusal is simulated where
+    # the atomic writer asks the OS for its temporary file.
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+@pytest.mark.parametrize("case", ["read-only-folder", "missing-folder", "full-disk"])
+def test_export_failure_keeps_the_earlier_file_and_leaves_no_partial_file(
+    qtbot, window, tmp_path, monkeypatch, request, case
+):
+    if case == "full-disk":  # a real, nearly full tmpfs (tests/conftest.py), filled after the earlier export
+        disk = request.getfixturevalue("small_disk")
+        folder = disk.path
+    else:
+        folder = tmp_path / "exports"
+        folder.mkdir()
+    out = folder / "model_int8.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "TorchScript (*.pt)"))
+    window.findChild(QPushButton, "exportButton").click()  # the earlier export
+    qtbot.waitUntil(lambda: out.exists() and not window.controller.busy, timeout=60_000)
+    earlier = out.read_bytes()
+
+    target = out
+    if case == "missing-folder":
+        target = tmp_path / "no_such_folder" / "model_int8.pt"
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "TorchScript (*.pt)"))
+    elif case == "read-only-folder":
+        _fail_mkstemp(monkeypatch)
+    else:
+        disk.fill()
+    before = Snapshot.of(window)
+    window.findChild(QPushButton, "exportButton").click()
+    problem, fix = error_shown(qtbot, window)
+    idle(qtbot, window)
+    expected = {"read-only-folder": "permission denied", "missing-folder": "does not exist", "full-disk": "is full"}
+    assert expected[case] in problem.lower(), problem
+    assert fix.startswith("Fix: ") and "Unexpected error" not in problem
+    assert out.read_bytes() == earlier  # byte-identical
+    assert _leftovers(folder, "model_int8.pt") == []  # no partial or temporary file
+    assert not target.parent.exists() or case != "missing-folder"
+    before.assert_kept(window)
+    assert window.findChild(QPushButton, "exportButton").isEnabled()
