@@ -197,6 +197,22 @@ def test_build_leaves_model_threads_and_inductor_config_alone(small: nn.Module, 
     assert torch.get_num_threads() == before and inductor_state() == small_int8["config_before"]
 
 
+def test_timed_calls_never_compile(small_int8: dict) -> None:
+    """The benchmark calls under inference_mode, evaluate under no_grad, with slices of a larger tensor:
+    after the build's batch 1 and 8 none of these makes dynamo compile again (a compile would be timed)."""
+    from qstudio.core.runtimes.pt2e import _graphs
+
+    art, inputs = small_int8["art"], small_int8["calib"].inputs
+    graphs = _graphs()
+    with torch.inference_mode():
+        art(inputs[:1])
+        art(inputs[8:16])
+    with torch.no_grad():
+        art(inputs[3:8])
+    art(inputs[20:21])
+    assert _graphs() == graphs and art.unsettled_compiles == 0
+
+
 def test_no_spinning_between_calls(small_int8: dict) -> None:
     """The artifact's 2 OpenMP threads sleep once a call returns: the process burns almost no CPU while idle."""
     art, x = small_int8["art"], small_int8["calib"].inputs[:8]

@@ -284,16 +284,21 @@ def _placeholder_example(program: Any) -> torch.Tensor:
     raise RuntimeUnavailable("the PT2 program takes no tensor input")
 
 
-def _warm(program: Any, example: torch.Tensor, precision: str, threads: int, dynamic: bool | None) -> Any:
-    """torch.compile the program's module and compile it for batch 1 and 8 now, not in the first timed call."""
+def _graphs() -> int:
+    """How many graphs dynamo has compiled in this process."""
     from torch._dynamo.utils import counters
 
-    graphs_before = counters["stats"]["unique_graphs"]
+    return counters["stats"]["unique_graphs"]
+
+
+def _warm(program: Any, example: torch.Tensor, precision: str, threads: int, dynamic: bool | None) -> Any:
+    """torch.compile the program's module and compile it for batch 1 and 8 now, not in the first timed call."""
+    graphs_before = _graphs()
     compiled = torch.compile(program.module(), backend="inductor", dynamic=dynamic)
     with _threads(threads), _compiling(precision):
         for batch in WARMUP_BATCHES:
             compiled(torch.cat([example[:1]] * batch))
-    if counters["stats"]["unique_graphs"] == graphs_before:
+    if _graphs() == graphs_before:
         raise RuntimeError("dynamo ran the model without compiling it (its recompile limit?)")
     return compiled
 
@@ -347,6 +352,7 @@ class Pt2Artifact:
         self.dynamic = dynamic  # one graph for batch 1, one for every larger batch; else one per batch size
         self.build_seconds = float("nan")
         self._seen: set[tuple[Any, ...]] = set()  # the inputs compiled for so far (see _key)
+        self.unsettled_compiles = 0  # compiles dynamo made on a call we thought it would not (should stay 0)
         if compiled_for is not None:
             self._seen.update(self._key(torch.cat([compiled_for[:1]] * b)) for b in WARMUP_BATCHES)
 
@@ -359,17 +365,23 @@ class Pt2Artifact:
         return len(self.data) / 1e6
 
     def _key(self, x: torch.Tensor) -> tuple[Any, ...]:
-        """What dynamo's guards tell apart for our graphs: the batch (1 or more), the other sizes, dtype, layout."""
+        """What dynamo's guards tell apart for our graphs: batch (1 or more), other sizes, dtype, layout, flags."""
         batch: Any = x.shape[0] == 1 if self.dynamic else x.shape[0]
-        return (x.dtype, tuple(x.shape[1:]), batch, x.is_contiguous())
+        return (x.dtype, tuple(x.shape[1:]), batch, x.is_contiguous(), x.is_inference(), x.requires_grad)
 
     def __call__(self, x: torch.Tensor) -> Any:
+        """Always in no_grad outside inference mode (the benchmark times under inference_mode, evaluate under
+        no_grad; dynamo would compile again for each), with the build's thread count (dynamo guards on it)."""
         key = self._key(x)
-        with _threads(self.threads):
+        with _threads(self.threads), torch.inference_mode(False), torch.no_grad():
             if key in self._seen:
-                with torch.no_grad():
-                    return self.compiled(x)
-            with _compiling(self.precision):  # dynamo compiles again: with the build's inductor settings
+                graphs = _graphs()
+                out = self.compiled(x)
+                if _graphs() != graphs:  # a guard we did not foresee: compiled without freezing
+                    self.unsettled_compiles += 1
+                    log.warning("PT2E %s compiled again outside its build settings for %s", self.precision, key)
+                return out
+            with _compiling(self.precision):  # dynamo compiles for this kind of input: with the build's settings
                 out = self.compiled(x)
             self._seen.add(key)
             return out
