@@ -274,7 +274,7 @@ def test_token_model_takes_int64_ids_at_any_batch_size():
     model = TokenClassifier().eval()
     gen = torch.Generator().manual_seed(7)
     calib = Dataset(torch.randint(0, 100, (32, 16), generator=gen), None, "random token ids", is_random=True)
-    inp = build_input(model, calib, batch_size=8, calib_batches=4, skip=["fc"])
+    inp = build_input(model, calib, batch_size=8, calib_batches=4, skip=["fc", "enc.dropout1"])
     evals = Dataset(torch.randint(0, 100, (64, 16), generator=gen), None, "random token ids", is_random=True)
     for precision in ("fp32", "int8"):
         art = get_runtime("onnx").build(inp, precision)
@@ -284,6 +284,7 @@ def test_token_model_takes_int64_ids_at_any_batch_size():
     (head,) = module_nodes(graph(art), model, "fc", "Gemm")
     assert weight_is_float(graph(art), head)
     assert any(n.op_type == "DequantizeLinear" for n in graph(art).node)
+    assert any("'enc.dropout1' matched no ONNX node" in note for note in art.notes), art.notes  # gone in eval mode
 
 
 def test_a_model_changed_in_place_is_exported_again():
@@ -339,3 +340,19 @@ def test_a_model_neither_exporter_takes_is_runtime_unavailable(capfd):
     assert info.value.__cause__ is not None
     out, err = capfd.readouterr()
     assert "Torch IR graph" not in out + err and "[torch.onnx]" not in out + err  # the exporters' chatter stays out
+
+
+class BatchOfOne(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(1, 8))  # PyTorch itself refuses any batch but 1
+
+
+def test_a_model_that_only_takes_batch_one_is_runtime_unavailable():
+    inp = build_input(BatchOfOne().eval(), Dataset(torch.randn(4, 8), None, "random", is_random=True))
+    with pytest.raises(RuntimeUnavailable, match="batch") as info:
+        get_runtime("onnx").build(inp, "fp32")
+    assert info.value.__cause__ is not None

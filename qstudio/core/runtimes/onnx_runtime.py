@@ -229,6 +229,7 @@ def _check(data: bytes, inputs: list[torch.Tensor], refs: list[list[torch.Tensor
             g, r = torch.from_numpy(np.asarray(g)).float(), r.detach().float()
             if g.shape != r.shape:
                 raise ValueError(f"at batch {len(x)} an output has shape {list(g.shape)}, PyTorch's {list(r.shape)}")
+            g, r = torch.nan_to_num(g), torch.nan_to_num(r)  # NaN where PyTorch has NaN is a match
             diff, scale = (float((g - r).abs().max()), float(r.abs().max())) if r.numel() else (0.0, 0.0)
             if not diff <= 1e-3 * max(scale, 1e-3):
                 raise ValueError(f"at batch {len(x)} outputs differ from PyTorch's by {diff:.3g} (largest {scale:.3g})")
@@ -249,8 +250,13 @@ def export_onnx(
     when none works, chained to the first exporter's error.
     """
     inputs = [example, second]
-    with torch.no_grad():
-        refs = [_tensors(model(x)) for x in inputs]
+    try:
+        with torch.no_grad():
+            refs = [_tensors(model(x)) for x in inputs]
+    except Exception as exc:  # the model's own error, whatever its type
+        raise RuntimeUnavailable(
+            f"the model fails in PyTorch on a batch of {len(second)} ({_reason(exc)}); ONNX Runtime needs any batch size"
+        ) from exc
     failures: list[tuple[str, BaseException]] = []
     for exporter in exporters:
         try:
@@ -395,9 +401,6 @@ class OnnxRuntime:
     suffix = ".onnx"
     compared_by_default = True
 
-    def __init__(self, exporters: Sequence[str] = EXPORTERS) -> None:
-        self.exporters = tuple(exporters)  # narrowed only to test one exporter end to end
-
     def missing(self) -> str | None:
         return package_missing("onnxruntime", "onnx")
 
@@ -410,7 +413,7 @@ class OnnxRuntime:
         missing = self.missing()
         if missing:
             raise RuntimeUnavailable(missing)
-        data, exporter, sess, failed = _export_once(inp, self.exporters)
+        data, exporter, sess, failed = _export_once(inp, EXPORTERS)
         notes = []
         if failed:
             notes.append(f"ONNX Runtime: exported with the {EXPORTER_NAMES[exporter]} after {'; '.join(failed)}")
@@ -445,12 +448,9 @@ def _export_once(inp: BuildInput, exporters: Sequence[str]) -> tuple[bytes, str,
     if _LAST.get("key") == key and _LAST["model"]() is model:
         return _LAST["export"]
     _LAST.clear()
-    real = inp.calib.inputs  # two real samples check the graph at a batch size other than 1
-    second = (
-        real[:2] if len(real) >= 2 and real.dtype == example.dtype and real.shape[1:] == example.shape[1:] else None
-    )
-    if second is None:
-        second = example.repeat(2, *([1] * (example.dim() - 1)))
+    second, real = example.repeat(2, *([1] * (example.dim() - 1))), inp.calib.inputs
+    if len(real) >= 2 and real.dtype == example.dtype and real.shape[1:] == example.shape[1:]:
+        second = real[:2]  # two real samples check the graph at a batch size other than 1 better than copies
     data, exporter, sess, failed = export_onnx(model, example, second, inp.threads, exporters)
     _LAST.update(key=key, model=weakref.ref(model, lambda _ref: _LAST.clear()), export=(data, exporter, None, failed))
     return data, exporter, sess, failed
