@@ -338,6 +338,9 @@ def test_a_model_neither_exporter_takes_is_runtime_unavailable(capfd):
     message = str(info.value)
     assert "could not be exported to ONNX" in message and "eigvalsh" in message and "\n" not in message
     assert info.value.__cause__ is not None
+    with pytest.raises(RuntimeUnavailable) as again:  # the INT8 build of the same model does not export it again
+        get_runtime("onnx").build(inp, "int8")
+    assert str(again.value) == message and again.value.__cause__ is info.value.__cause__
     out, err = capfd.readouterr()
     assert "Torch IR graph" not in out + err and "[torch.onnx]" not in out + err  # the exporters' chatter stays out
 

@@ -266,7 +266,12 @@ def export_onnx(
                 else:
                     data = _export_dynamo(model, example)
                 sess = _check(data, inputs, refs, threads)
-            return data, exporter, sess, [f"{EXPORTER_NAMES[name]}: {_reason(exc)}" for name, exc in failures]
+            return (
+                data,
+                exporter,
+                sess,
+                [f"the {EXPORTER_NAMES[name]} failed ({_reason(exc)})" for name, exc in failures],
+            )
         except Exception as exc:  # the exporters raise anything from TypeError to their own error classes
             failures.append((exporter, exc))
     why = "; ".join(f"{EXPORTER_NAMES[name]}: {_reason(exc)}" for name, exc in failures)
@@ -416,7 +421,7 @@ class OnnxRuntime:
         data, exporter, sess, failed = _export_once(inp, EXPORTERS)
         notes = []
         if failed:
-            notes.append(f"ONNX Runtime: exported with the {EXPORTER_NAMES[exporter]} after {'; '.join(failed)}")
+            notes.append(f"ONNX Runtime: exported with the {EXPORTER_NAMES[exporter]} because {'; '.join(failed)}")
         if precision == "fp32":
             return OnnxArtifact(data, "fp32", inp.threads, notes, sess)
         try:
@@ -440,17 +445,24 @@ _LAST: dict[str, Any] = {}
 
 
 def _export_once(inp: BuildInput, exporters: Sequence[str]) -> tuple[bytes, str, Any, list[str]]:
-    """:func:`export_onnx`, or the last export again while the model's tensors and train/eval modes are unchanged."""
+    """:func:`export_onnx`, or the last export (or refusal) again while the model's tensors and modes are unchanged."""
     model, example = inp.model, inp.example
     tensors = tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
     modes = tuple(m.training for m in model.modules())
     key = (id(model), tuple(example.shape), example.dtype, tuple(exporters), tensors, modes)
     if _LAST.get("key") == key and _LAST["model"]() is model:
+        if isinstance(_LAST["export"], RuntimeUnavailable):  # INT8 after a refused FP32: do not try again
+            raise RuntimeUnavailable(str(_LAST["export"])) from _LAST["export"].__cause__
         return _LAST["export"]
     _LAST.clear()
+    ref = weakref.ref(model, lambda _ref: _LAST.clear())
     second, real = example.repeat(2, *([1] * (example.dim() - 1))), inp.calib.inputs
     if len(real) >= 2 and real.dtype == example.dtype and real.shape[1:] == example.shape[1:]:
         second = real[:2]  # two real samples check the graph at a batch size other than 1 better than copies
-    data, exporter, sess, failed = export_onnx(model, example, second, inp.threads, exporters)
-    _LAST.update(key=key, model=weakref.ref(model, lambda _ref: _LAST.clear()), export=(data, exporter, None, failed))
+    try:
+        data, exporter, sess, failed = export_onnx(model, example, second, inp.threads, exporters)
+    except RuntimeUnavailable as exc:
+        _LAST.update(key=key, model=ref, export=exc)
+        raise
+    _LAST.update(key=key, model=ref, export=(data, exporter, None, failed))
     return data, exporter, sess, failed
