@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from qstudio.core import benchmark as bench
-from qstudio.core import compare, fusion, stability, torchscript, verdicts
+from qstudio.core import compare, fusion, torchscript, verdicts
+from qstudio.core.child_benchmark import benchmark_in_child
 from qstudio.core.environment import check_backend, environment_info
 from qstudio.core.errors import Cancelled, FlowError, QStudioError
 from qstudio.core.export import DEFAULT_ATOL, ExportInfo, export_torchscript
@@ -175,7 +176,16 @@ def run_recipe(
     if fp32_script is not None:
         contenders["FP32 TorchScript"] = fp32_script
     latencies, timing = yield from _guarded(
-        stability.benchmark_checked(contenders, make_input, recipe.benchmark),
+        # in a fresh child process, as a deployment runs them; in this one (with a note) when they cannot be rebuilt
+        benchmark_in_child(
+            contenders,
+            make_input,
+            recipe.benchmark,
+            source=loaded.source,
+            example=example,
+            backend=q.backend,
+            notes=warnings,
+        ),
         model,
         "benchmark",
         max(recipe.benchmark.batch_sizes),
