@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import onnx
 import pytest
 import torch
 import torchvision
@@ -25,7 +24,8 @@ from qstudio.core.recipe import DataSource
 from qstudio.core.runtimes import BuildInput, RuntimeUnavailable, get_runtime
 from qstudio.core.runtimes.onnx_runtime import OnnxRuntime, export_onnx, float_nodes, node_modules, session
 
-pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="the ONNX Runtime target needs the runtimes extra (onnx, onnxruntime)")
+pytest.importorskip("onnxruntime", reason="the ONNX Runtime target needs the runtimes extra (onnx, onnxruntime)")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------

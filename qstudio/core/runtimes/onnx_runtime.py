@@ -383,7 +383,7 @@ def quantize(data: bytes, inp: BuildInput, notes: list[str]) -> bytes:
         for skip_symbolic in (False, True):  # symbolic shape inference fails on some graphs; ONNX's own may not
             try:
                 with _quiet("quant_pre_process"):
-                    oq.quant_pre_process(src, pre, skip_symbolic_shape=skip_symbolic)
+                    oq.quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic)
                 model_in = pre
                 break
             except Exception as exc:  # the pre-processing is an optimisation; quantization works without it
@@ -395,7 +395,7 @@ def quantize(data: bytes, inp: BuildInput, notes: list[str]) -> bytes:
         notes += skip_notes
         with _quiet("quantize_static"):
             reader = Reader(graph.input[0].name)
-            oq.quantize_static(model_in, out, reader, nodes_to_exclude=exclude or None, **settings)
+            oq.quantize_static(str(model_in), str(out), reader, nodes_to_exclude=exclude or None, **settings)
         return out.read_bytes()
 
 
