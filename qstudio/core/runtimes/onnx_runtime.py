@@ -165,21 +165,12 @@ class OnnxArtifact:
     runtime = "onnx"
 
     def __init__(self, data: bytes, precision: str, threads: int, notes: list[str] | None = None, sess: Any = None):
-        self.data = data
-        self.precision = precision
-        self.notes = list(notes or [])
+        self.data, self.precision, self.notes = data, precision, list(notes or [])
+        self.label = f"{TITLE} {precision.upper()}"
+        self.size_mb = len(data) / 1e6  # exactly what save() writes
         self.session = sess if sess is not None else session(data, threads)
         first = self.session.get_inputs()[0]
-        self._input = first.name
-        self._dtype = _ONNX_DTYPES.get(first.type)
-
-    @property
-    def label(self) -> str:
-        return f"{TITLE} {self.precision.upper()}"
-
-    @property
-    def size_mb(self) -> float:
-        return len(self.data) / 1e6
+        self._input, self._dtype = first.name, _ONNX_DTYPES.get(first.type)
 
     def __call__(self, x: torch.Tensor) -> Any:
         return torch_outputs(self.session.run(None, {self._input: _numpy(x, self._dtype)}))
@@ -266,12 +257,8 @@ def export_onnx(
                 else:
                     data = _export_dynamo(model, example)
                 sess = _check(data, inputs, refs, threads)
-            return (
-                data,
-                exporter,
-                sess,
-                [f"the {EXPORTER_NAMES[name]} failed ({_reason(exc)})" for name, exc in failures],
-            )
+            tried = [f"the {EXPORTER_NAMES[name]} failed ({_reason(exc)})" for name, exc in failures]
+            return data, exporter, sess, tried
         except Exception as exc:  # the exporters raise anything from TypeError to their own error classes
             failures.append((exporter, exc))
     why = "; ".join(f"{EXPORTER_NAMES[name]}: {_reason(exc)}" for name, exc in failures)
