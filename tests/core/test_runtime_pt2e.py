@@ -124,6 +124,20 @@ class ValueBranch(nn.Module):
         return -self.fc(x)
 
 
+class ReusedAndUntraceable(nn.Module):
+    """One ReLU module called twice, and a forward strict export refuses: only non-strict export captures it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()  # strict export (dynamo) fails here; non-strict runs it as a no-op
+        return self.relu(self.conv2(self.relu(self.conv1(x))))
+
+
 # -- fixtures (one build per model and module) --------------------------------------------------------------------
 SMALL_SHAPE = (1, 3, 16, 16)
 
@@ -203,6 +217,7 @@ def test_timed_calls_never_compile(small_int8: dict) -> None:
     from qstudio.core.runtimes.pt2e import _graphs
 
     art, inputs = small_int8["art"], small_int8["calib"].inputs
+    art(inputs[:1])  # the benchmark's untimed warm-up call (it recompiles if another build reset dynamo)
     graphs = _graphs()
     with torch.inference_mode():
         art(inputs[:1])
@@ -211,6 +226,15 @@ def test_timed_calls_never_compile(small_int8: dict) -> None:
         art(inputs[3:8])
     art(inputs[20:21])
     assert _graphs() == graphs and art.unsettled_compiles == 0
+
+
+def test_recompiles_with_the_build_settings_after_dynamo_is_reset(small_int8: dict) -> None:
+    """Every strict torch.export in the process (another build, another runtime) resets dynamo's caches."""
+    art, x = small_int8["art"], small_int8["calib"].inputs[:8]
+    before, rewarms = art(x), art.rewarms
+    torch.export.export(nn.Linear(2, 2), (torch.randn(2, 2),), strict=True)
+    torch.testing.assert_close(art(x), before, rtol=0, atol=0)
+    assert art.rewarms == rewarms + 1 and art.unsettled_compiles == 0
 
 
 def test_no_spinning_between_calls(small_int8: dict) -> None:
@@ -257,6 +281,14 @@ def test_unexportable_model_is_unavailable() -> None:
     message = str(info.value)
     assert "torch.export could not capture the model" in message and "\n" not in message
     assert info.value.__cause__ is not None
+
+
+def test_quantizer_refusing_a_non_strict_export_is_unavailable() -> None:
+    with pytest.raises(RuntimeUnavailable) as info:
+        get_runtime("pt2").build(build_input(ReusedAndUntraceable().eval(), images(8, 2, (3, 8, 8))), "int8")
+    message = str(info.value)
+    assert "quantizer refused" in message and "non-strict" in message and "give each its own" in message
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_unknown_precision_is_unavailable(small: nn.Module) -> None:

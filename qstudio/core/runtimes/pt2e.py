@@ -54,16 +54,7 @@ from qstudio.core.runtimes.base import Artifact, BuildInput, RuntimeUnavailable,
 
 TITLE = "PT2E (torch.compile)"
 WARMUP_BATCHES = (1, 8)  # compiled at build: batch 1 gets its own graph, 8 the dynamic one every batch >= 2 reuses
-_CHATTY_LOGGERS = (
-    "torch._dynamo",
-    "torch._inductor",
-    "torch._export",
-    "torch.export",
-    "torch.fx",
-    "torch.utils._pytree",
-    "torch.utils.cpp_extension",
-    "torchao",
-)
+_CHATTY = ("torch._dynamo", "torch._inductor", "torch._export", "torch.export", "torch.fx", "torch.utils", "torchao")
 _WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")
 log = logging.getLogger(__name__)
 
@@ -72,7 +63,7 @@ log = logging.getLogger(__name__)
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Hide dynamo's/inductor's warnings and log chatter; errors still raise and ERROR records still print."""
-    saved = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    saved = {name: logging.getLogger(name).level for name in _CHATTY}
     with warnings.catch_warnings():
         for category in (UserWarning, FutureWarning, DeprecationWarning):
             warnings.filterwarnings("ignore", category=category, module=r"(torch|torchao)(\..*)?$")
@@ -106,17 +97,14 @@ def _torchao() -> dict[str, Any]:
             )
     finally:
         inductor_config.pre_grad_custom_pass = before
-    return {
-        "prepare": prepare_pt2e,
-        "convert": convert_pt2e,
-        "quantizer": X86InductorQuantizer,
-        "config": get_default_x86_inductor_quantization_config,
-        "lift_up": quant_lift_up,
-    }
+    config = get_default_x86_inductor_quantization_config
+    return {"prepare": prepare_pt2e, "convert": convert_pt2e, "quantizer": X86InductorQuantizer, "config": config,
+            "lift_up": quant_lift_up}  # fmt: skip
 
 
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
+    """``n`` intra-op threads inside (dynamo guards on the count; inductor writes it into its kernels)."""
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)
@@ -188,18 +176,9 @@ def _serialize(program: Any) -> bytes:
 
 
 # -- INT8 -------------------------------------------------------------------------------
-def _float_targets(model: nn.Module, skip: list[str], groups: list[list[str]]) -> tuple[list[str], list[str]]:
-    """The module names to give no qconfig (a skipped member of a fusion group skips the group) and notes."""
-    modules = dict(model.named_modules())
-    targets: list[str] = []
-    notes: list[str] = []
-    for name in skip:
-        if name not in modules or not name:
-            notes.append(f"'{name}' (to keep in float) names no module of this model; PT2E ignored it")
-            continue
-        group = next((g for g in groups if name in g), [name])
-        targets += [n for n in group if n not in targets]
-    return targets, notes
+def _group(name: str, groups: list[list[str]]) -> list[str]:
+    """A skipped member of a fusion group keeps the whole group float, as in the torch.ao flows."""
+    return next((g for g in groups if name in g), [name])
 
 
 def _module_paths(node: torch.fx.Node) -> list[str]:
@@ -224,26 +203,20 @@ def weighted_ops(gm: torch.fx.GraphModule, names: Sequence[str]) -> list[tuple[t
     return found
 
 
-def _check_float(gm: torch.fx.GraphModule, skip: list[str], groups: list[list[str]], known: set[str]) -> list[str]:
-    """Notes on what the user's float layers became in the converted graph."""
+def _float_notes(gm: torch.fx.GraphModule, skip: list[str], groups: list[list[str]], known: set[str]) -> list[str]:
+    """What each of the user's float layers became in the converted graph; names that match nothing say so."""
     kept, notes = [], []
     for name in skip:
+        ops = weighted_ops(gm, _group(name, groups)) if name in known else []
         if name not in known:
-            continue
-        group = next((g for g in groups if name in g), [name])
-        ops = weighted_ops(gm, group)
-        if not ops:
-            notes.append(
-                f"'{name}' (to keep in float) has no convolution or linear layer in the exported graph; "
-                "PT2E had nothing to keep float for it"
-            )
+            notes.append(f"'{name}' (to keep in float) names no module of this model; PT2E ignored it")
+        elif not ops:
+            notes.append(f"'{name}' (to keep in float) has no convolution or linear layer in the exported graph")
         elif any(quantized for _node, quantized in ops):
             notes.append(f"'{name}' could not be kept float: the PT2E quantizer quantized it anyway")
         else:
             kept.append(name)
-    if kept:
-        notes.insert(0, f"kept in float: {', '.join(kept)}")
-    return notes
+    return [f"kept in float: {', '.join(kept)}"] * bool(kept) + notes
 
 
 def _quantize(program: Any, inp: BuildInput, strict: bool) -> tuple[torch.fx.GraphModule, list[str]]:
@@ -253,15 +226,18 @@ def _quantize(program: Any, inp: BuildInput, strict: bool) -> tuple[torch.fx.Gra
         raise RuntimeUnavailable("PT2E INT8 needs calibration data and this run has none")
     quantizer = ao["quantizer"]()
     quantizer.set_global(ao["config"]())
-    targets, notes = _float_targets(inp.model, inp.skip, inp.groups)
-    for name in targets:
+    known = {n for n, _m in inp.model.named_modules() if n and n in inp.skip}
+    for name in dict.fromkeys(m for n in inp.skip if n in known for m in _group(n, inp.groups)):
         quantizer.set_module_name_qconfig(name, None)
     try:
         with _quiet():
             prepared = ao["prepare"](program.module(), quantizer)
     except Exception as exc:
         how = "" if strict else " (exported non-strict, since strict export failed)"
-        raise RuntimeUnavailable(f"the PT2E X86 quantizer refused the model{how}: {_short(exc)}") from exc
+        fix = ""
+        if not strict and "more than one output node" in str(exc):  # pytorch/ao#4482
+            fix = "; non-strict export merges the calls of a module used twice (a shared ReLU): give each its own"
+        raise RuntimeUnavailable(f"the PT2E X86 quantizer refused the model{how}: {_short(exc)}{fix}") from exc
     try:
         with _quiet(), torch.no_grad():
             for x in batches:
@@ -269,8 +245,19 @@ def _quantize(program: Any, inp: BuildInput, strict: bool) -> tuple[torch.fx.Gra
             converted = ao["convert"](prepared)
     except Exception as exc:
         raise RuntimeUnavailable(f"PT2E calibration or conversion failed: {_short(exc)}") from exc
-    known = {n for n in inp.skip if n in dict(inp.model.named_modules())}
-    return converted, notes + _check_float(converted, inp.skip, inp.groups, known)
+    return converted, _float_notes(converted, inp.skip, inp.groups, known)
+
+
+def _program(inp: BuildInput, precision: str) -> tuple[Any, list[str]]:
+    """The ExportedProgram to save and compile: the float export, or the converted INT8 graph exported again."""
+    program, notes = _export(inp.model, inp.example)
+    if precision == "fp32":
+        return program, notes
+    converted, more = _quantize(program, inp, strict=not notes)
+    _drop_unused_state(converted)
+    with _quiet():
+        program = torch.export.export(converted, (_pair(inp.example),), dynamic_shapes=_batch_dim(), strict=False)
+    return program, notes + more
 
 
 # -- compile ----------------------------------------------------------------------------
@@ -279,8 +266,7 @@ def _placeholder_example(program: Any) -> torch.Tensor:
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
             val = node.meta["val"]
-            shape = [1] + [int(s) for s in val.shape[1:]]
-            return torch.zeros(shape, dtype=val.dtype)
+            return torch.zeros([1] + [int(s) for s in val.shape[1:]], dtype=val.dtype)
     raise RuntimeUnavailable("the PT2 program takes no tensor input")
 
 
@@ -291,70 +277,74 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def _warm(program: Any, example: torch.Tensor, precision: str, threads: int, dynamic: bool | None) -> Any:
-    """torch.compile the program's module and compile it for batch 1 and 8 now, not in the first timed call."""
-    graphs_before = _graphs()
-    compiled = torch.compile(program.module(), backend="inductor", dynamic=dynamic)
+def _cached(code: Any) -> int:
+    """How many compiled graphs dynamo holds for ``code`` (0 after ``torch._dynamo.reset()``)."""
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return len(_debug_get_cache_entry_list(code))
+
+
+def _warm_up(compiled: Any, example: torch.Tensor, precision: str, threads: int) -> None:
+    """Compile for batch 1 and then 8 now, not in the first timed call (8 after 1 makes the batch dynamic)."""
     with _threads(threads), _compiling(precision):
         for batch in WARMUP_BATCHES:
             compiled(torch.cat([example[:1]] * batch))
-    if _graphs() == graphs_before:
-        raise RuntimeError("dynamo ran the model without compiling it (its recompile limit?)")
-    return compiled
 
 
 def _compile(program: Any, example: torch.Tensor, precision: str, threads: int) -> tuple[Any, bool, list[str]]:
     """The compiled module, whether one graph serves every batch >= 2, and notes.
 
-    Dynamo makes the batch dimension dynamic when batch 8 follows batch 1.
-    Where inductor cannot compile that graph (its INT8 convolution on a
-    single-channel input asserts a wrong output layout), every batch size gets
-    its own static graph, compiled on its first call.
+    Where inductor cannot compile the dynamic-batch graph (its INT8
+    convolution on a single-channel input asserts a wrong output layout),
+    every batch size gets its own static graph, compiled on its first call.
     """
-    try:
-        return _warm(program, example, precision, threads, None), True, []
-    except Exception as exc:
-        first = exc
-    try:
-        compiled = _warm(program, example, precision, threads, False)
-    except Exception:
-        raise RuntimeUnavailable(
-            f"torch.compile (inductor) could not compile the {precision} model: {_short(first)}"
-        ) from first
-    note = (
-        f"torch.compile could not build one graph for every batch size ({_short(first, 80)}); "
-        "batch 1 and 8 are compiled, any other batch size is compiled on its first call"
-    )
-    return compiled, False, [note]
+    first: Exception | None = None
+    for dynamic in (None, False):
+        graphs = _graphs()
+        try:
+            compiled = torch.compile(program.module(), backend="inductor", dynamic=dynamic)
+            _warm_up(compiled, example, precision, threads)
+        except Exception as exc:
+            first = first or exc
+            continue
+        if _graphs() == graphs:
+            raise RuntimeUnavailable("torch.compile ran the model without compiling it (dynamo's recompile limit?)")
+        if first is None:
+            return compiled, True, []
+        why = f"torch.compile could not build one graph for every batch size ({_short(first, 80)})"
+        return compiled, False, [f"{why}; batch 1 and 8 are compiled, any other batch size on its first call"]
+    assert first is not None
+    raise RuntimeUnavailable(
+        f"torch.compile (inductor) could not compile the {precision} model: {_short(first)}"
+    ) from first
 
 
 class Pt2Artifact:
-    """The compiled module plus the ``.pt2`` bytes of the ExportedProgram it was compiled from."""
+    """The compiled module plus the ``.pt2`` bytes of the ExportedProgram it was compiled from.
+
+    Dynamo compiles again whenever its guards fail or its caches were reset
+    (every strict ``torch.export`` in the process resets them); such compiles
+    must see the build's inductor settings, so a call first checks both: a
+    reset cache is warmed up again, a new kind of input is compiled for under
+    the settings.
+    """
 
     runtime = "pt2"
 
-    def __init__(
-        self,
-        compiled: Any,
-        data: bytes,
-        precision: str,
-        threads: int,
-        notes: list[str] | None = None,
-        *,
-        dynamic: bool = True,
-        compiled_for: torch.Tensor | None = None,
-    ):
+    def __init__(self, compiled: Any, data: bytes, precision: str, threads: int, notes: list[str],
+                 example: torch.Tensor, *, dynamic: bool = True):  # fmt: skip
         self.compiled = compiled
         self.data = data
         self.precision = precision
         self.threads = max(1, int(threads))
-        self.notes = list(notes or [])
+        self.notes = list(notes)
         self.dynamic = dynamic  # one graph for batch 1, one for every larger batch; else one per batch size
         self.build_seconds = float("nan")
-        self._seen: set[tuple[Any, ...]] = set()  # the inputs compiled for so far (see _key)
-        self.unsettled_compiles = 0  # compiles dynamo made on a call we thought it would not (should stay 0)
-        if compiled_for is not None:
-            self._seen.update(self._key(torch.cat([compiled_for[:1]] * b)) for b in WARMUP_BATCHES)
+        self.rewarms = 0  # warm-ups again after dynamo's caches were reset
+        self.unsettled_compiles = 0  # compiles dynamo made where we expected none (should stay 0)
+        self._example = example[:1].clone()
+        self._code = type(compiled._orig_mod).forward.__code__
+        self._seen = {self._key(torch.cat([self._example] * b)) for b in WARMUP_BATCHES}  # input kinds compiled for
 
     @property
     def label(self) -> str:
@@ -374,6 +364,11 @@ class Pt2Artifact:
         no_grad; dynamo would compile again for each), with the build's thread count (dynamo guards on it)."""
         key = self._key(x)
         with _threads(self.threads), torch.inference_mode(False), torch.no_grad():
+            if not _cached(self._code):
+                log.info("PT2E %s: dynamo's caches were reset; compiling again", self.precision)
+                _warm_up(self.compiled, self._example, self.precision, self.threads)
+                self._seen = {self._key(torch.cat([self._example] * b)) for b in WARMUP_BATCHES}
+                self.rewarms += 1
             if key in self._seen:
                 graphs = _graphs()
                 out = self.compiled(x)
@@ -418,42 +413,32 @@ class Pt2Runtime:
         if why:
             raise RuntimeUnavailable(why)
         start = time.perf_counter()
-        with _threads(max(1, int(inp.threads))):
-            program, notes = _export(inp.model, inp.example)
-            if precision == "int8":
-                converted, more = _quantize(program, inp, strict=not notes)
-                notes += more
-                try:
-                    _drop_unused_state(converted)
-                    with _quiet():
-                        program = torch.export.export(
-                            converted, (_pair(inp.example),), dynamic_shapes=_batch_dim(), strict=False
-                        )
-                except Exception as exc:
-                    raise RuntimeUnavailable(f"torch.export could not capture the INT8 model: {_short(exc)}") from exc
-            try:
+        try:
+            with _threads(max(1, int(inp.threads))):
+                program, notes = _program(inp, precision)
                 data = _serialize(program)
-            except Exception as exc:
-                raise RuntimeUnavailable(f"torch.export.save could not serialize the model: {_short(exc)}") from exc
-            compiled, dynamic, more = _compile(program, inp.example, precision, inp.threads)
-        art = Pt2Artifact(
-            compiled, data, precision, inp.threads, notes + more, dynamic=dynamic, compiled_for=inp.example
-        )
+                compiled, dynamic, more = _compile(program, inp.example, precision, inp.threads)
+        except RuntimeUnavailable:
+            raise
+        except Exception as exc:  # the exporters raise many types; the user gets one line, the cause stays chained
+            raise RuntimeUnavailable(f"PT2E could not build the {precision} model: {_short(exc)}") from exc
+        art = Pt2Artifact(compiled, data, precision, inp.threads, notes + more, inp.example, dynamic=dynamic)
         art.build_seconds = time.perf_counter() - start
         log.info("PT2E %s built in %.1f s", precision, art.build_seconds)
         return art
 
     def load(self, files: Sequence[Path], precision: str) -> Artifact:
-        """Load a ``.pt2`` and compile it with the current torch thread count (the interface passes none)."""
-        data = Path(files[0]).read_bytes()
-        if precision == "int8":
-            _torchao()  # the quantized ops' inductor patterns
+        """Load a ``.pt2`` and compile it with torch's current thread count (the interface passes none)."""
         try:
+            data = Path(files[0]).read_bytes()
+            _torchao()  # registers the quantized ops' inductor patterns
             with _quiet():
                 program = torch.export.load(io.BytesIO(data))
         except Exception as exc:
             raise RuntimeUnavailable(f"could not read the PT2 file {files[0]}: {_short(exc)}") from exc
+        found = "int8" if any("quantize_per" in str(n.target) for n in program.graph.nodes) else "fp32"
+        notes = [] if found == precision else [f"{files[0]} holds a {found.upper()} model, not {precision.upper()}"]
         threads = torch.get_num_threads()
         example = _placeholder_example(program)
-        compiled, dynamic, notes = _compile(program, example, precision, threads)
-        return Pt2Artifact(compiled, data, precision, threads, notes, dynamic=dynamic, compiled_for=example)
+        compiled, dynamic, more = _compile(program, example, found, threads)
+        return Pt2Artifact(compiled, data, found, threads, notes + more, example, dynamic=dynamic)
