@@ -1,35 +1,25 @@
 """PT2E with torch.compile: torch.export, torchao's X86InductorQuantizer (INT8), compiled by inductor with freezing.
 
 PT2E left torch core in 2.11 and lives in torchao (``torchao.quantization.pt2e``).
-The model is captured by ``torch.export`` with a dynamic batch dimension,
-``strict=True`` first: non-strict export puts every call of a reused module
-(torchvision resnet's one ``relu``) into one partition, which the quantizer
-refuses ("Input partition has more than one output node", pytorch/ao#4482).
-A model strict export cannot trace is exported non-strict and, if the
-quantizer then refuses it, reported as unavailable.
+The model is exported with a dynamic batch dimension, ``strict=True`` first:
+non-strict export puts every call of a reused module (resnet's one ``relu``)
+into one partition, which the quantizer refuses (pytorch/ao#4482).  A model
+strict export cannot trace is exported non-strict; a refusal then is reported.
 
-INT8 is ``prepare_pt2e`` with the default X86 inductor config (per-channel
-int8 weights, u8 activations), calibrated on exactly the run's calibration
-batches, ``convert_pt2e``; the converted graph is exported again (the saved
-``.pt2``) and compiled by inductor with freezing, which folds the q/dq
-patterns into oneDNN int8 convolutions and linears.  FP32 is the float export
-compiled the same way.  Layers the user keeps float get no quantization config
-(``set_module_name_qconfig(name, None)``, with their fusion group, as torch.ao
-does); each is checked in the converted graph afterwards.
+INT8: ``prepare_pt2e`` with the default X86 config, calibration on exactly the
+run's batches, ``convert_pt2e``, the converted graph exported again (the saved
+``.pt2``) and compiled by inductor with freezing, which folds q/dq into oneDNN
+int8 kernels.  FP32 is the float export compiled the same way.  Layers kept
+float get no qconfig (with their fusion group), checked in the converted graph.
 
-Inductor settings (``freezing``, torchao's ``pre_grad_custom_pass``) are set
-only while a graph is compiled - at build, and on a call whose input would
-make dynamo compile again - so torch's global configuration is never left
-changed.  Compilation is slow (tens of seconds for resnet18 on 2 cores), so it
-happens in :meth:`Pt2Runtime.build` for batch 1 and batch 8 (every larger batch
-reuses the batch-8 graph, whose batch dimension dynamo makes dynamic), and
-the runtime is not compared by default.
-
-Threads: inductor writes ``#pragma omp parallel num_threads(N)`` with the
-thread count at compile time, and oneDNN's int8 kernels use torch's OpenMP
-pool, so both compiling and every call run with ``inp.threads`` intra-op
-threads.  The generated kernels link torch's own ``libgomp``: there is one
-OpenMP pool, whose threads sleep between calls exactly as torch's do.
+Inductor's settings (``freezing``, torchao's ``pre_grad_custom_pass``) are set
+only while dynamo traces and inductor compiles our graphs, never left changed.
+Compiling takes tens of seconds, so the build compiles batch 1 and 8 (larger
+batches share the batch-8 graph, made dynamic) and the runtime is not compared
+by default.  Threads: inductor writes the compile-time thread count into its
+kernels and oneDNN uses torch's OpenMP pool, so compiles and calls run with
+``inp.threads``; the kernels link torch's own ``libgomp``, whose one pool sleeps
+between calls as torch's does.
 """
 
 from __future__ import annotations
