@@ -326,6 +326,8 @@ class Pt2Artifact:
         self.compiled = compiled
         self.data = data
         self.precision = precision
+        self.label = f"PT2E {precision.upper()}"
+        self.size_mb = len(data) / 1e6  # exactly what save() writes
         self.threads = max(1, int(threads))
         self.notes = list(notes)
         self.dynamic = dynamic  # one graph for batch 1, one for every larger batch; else one per batch size
@@ -335,14 +337,6 @@ class Pt2Artifact:
         self._example = example[:1].clone()
         self._code = type(compiled._orig_mod).forward.__code__
         self._seen = {self._key(torch.cat([self._example] * b)) for b in WARMUP_BATCHES}  # input kinds compiled for
-
-    @property
-    def label(self) -> str:
-        return f"PT2E {self.precision.upper()}"
-
-    @property
-    def size_mb(self) -> float:
-        return len(self.data) / 1e6
 
     def _key(self, x: torch.Tensor) -> tuple[Any, ...]:
         """What dynamo's guards tell apart for our graphs: batch (1 or more), other sizes, dtype, layout, flags."""
