@@ -286,6 +286,11 @@ class OpenVinoArtifact:
         self._dtype = compiled.input(0).get_element_type().to_dtype()
         self._call_lock = threading.Lock()  # one InferRequest runs one call at a time
 
+    @property
+    def ir_files(self) -> tuple[Path, Path]:
+        """The serialized ``.xml`` and ``.bin`` every save() copies (private to the artifact, or the loaded files)."""
+        return self._xml, self._bin
+
     def __call__(self, x: torch.Tensor) -> Any:
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         arr = np.ascontiguousarray(arr, dtype=self._dtype)
