@@ -105,6 +105,23 @@ def test_precisions_name_bf16_only_where_the_cpu_has_it(ov):
     assert (ov.name, ov.title, ov.suffix, ov.compared_by_default) == ("openvino", "OpenVINO", ".xml", True)
 
 
+def test_conversion_builds_what_openvino_convert_model_builds(demo, demo_data):
+    """convert() runs convert_model's steps itself (to read the fused-names record); the graphs must match."""
+    import openvino
+
+    from qstudio.core.runtimes.openvino_runtime import convert
+
+    ours, origin = convert(demo.module, demo_data.inputs[:1])
+    theirs = openvino.convert_model(
+        demo.module, example_input=demo_data.inputs[:1], input=[[-1, *demo.input_shape[1:]]]
+    )
+    assert [op.get_type_name() for op in ours.get_ordered_ops()] == [
+        op.get_type_name() for op in theirs.get_ordered_ops()
+    ]
+    assert [str(o.get_partial_shape()) for o in ours.inputs] == [str(o.get_partial_shape()) for o in theirs.inputs]
+    assert any(s.startswith("__module.layers.1.conv1/") for sources in origin.values() for s in sources)
+
+
 def test_fp32_really_runs_in_fp32_at_any_batch(ov, demo, demo_data):
     art = ov.build(build_input(demo.module, demo_data), "fp32")
     assert art.label == "OpenVINO FP32" and art.notes == []

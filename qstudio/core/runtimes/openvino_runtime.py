@@ -178,13 +178,10 @@ def _convert_public(model: nn.Module, example: torch.Tensor) -> tuple[Any, dict[
 def convert(model: nn.Module, example: torch.Tensor) -> tuple[Any, dict[str, list[str]]]:
     """The OpenVINO model (batch dimension dynamic) and, per op name, the PyTorch ops it was made from."""
     try:
-        steps = _convert_frontend
-        import openvino._offline_transformations  # noqa: F401
-        from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder  # noqa: F401
-    except ImportError:
-        steps = _convert_public
-    try:
-        return steps(model, example)
+        try:
+            return _convert_frontend(model, example)
+        except (ImportError, AttributeError, TypeError):  # OpenVINO's internals moved: the public route
+            return _convert_public(model, example)
     except Exception as exc:
         raise RuntimeUnavailable(f"OpenVINO could not convert this model: {reason(exc)}") from exc
 
@@ -219,7 +216,8 @@ def float_scope(origin: dict[str, list[str]], ops: dict[str, str], skip: Sequenc
         if found:
             names += [op for op in found if op not in names]
             kinds = sorted({ops[op] for op in found})
-            notes.append(f"{layer} kept in float in OpenVINO INT8 ({len(found)} ops: {', '.join(kinds)})")
+            count = f"{len(found)} op{'s' if len(found) > 1 else ''}"
+            notes.append(f"{layer} kept in float in OpenVINO INT8 ({count}: {', '.join(kinds)})")
         else:
             notes.append(
                 f"{layer} is to be kept in float, but no OpenVINO op comes from a layer of that name, so nothing "
