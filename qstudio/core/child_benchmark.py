@@ -106,13 +106,19 @@ def benchmark_in_child(
     if in_process if in_process is not None else in_process_requested():
         return (yield from _in_process(contenders, make_input, settings, rounds, stage))
     plan = child_rebuild.plan_for(contenders, source, grants)
+    if getattr(sys, "frozen", False):  # a bundled app: its executable is not a Python that runs -m
+        plan = "this bundled qstudio cannot start a Python process"
     if isinstance(plan, str):
         return (yield from _fallback(plan, notes, contenders, make_input, settings, rounds, stage))
     folder = Path(tempfile.mkdtemp(prefix="qstudio-bench-"))  # private (0700): the model's weights go here
     child: _Child | None = None
     try:
         yield Progress(stage, 0, 1, "starting a clean process for the benchmark")
-        child = _Child(folder)  # it imports torch while this process writes what it needs
+        try:
+            child = _Child(folder)  # it imports torch while this process writes what it needs
+        except OSError as exc:
+            why = f"a Python process could not be started ({exc})"
+            return (yield from _fallback(why, notes, contenders, make_input, settings, rounds, stage))
         why = yield from child_rebuild.write_description(
             folder, plan, contenders, make_input, settings, example, backend, rounds, stage
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import time
 from collections.abc import Callable, Generator, Mapping
 from collections.abc import Set as AbstractSet
@@ -31,9 +32,10 @@ from qstudio.core.compare import output_tensors
 from qstudio.core.deploy import EAGER_FP32, SCRIPT_FP32
 from qstudio.core.errors import QStudioError
 from qstudio.core.flows.base import forward_error
+from qstudio.core.memory import available_bytes, format_bytes
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import BenchmarkSettings, ModelSource
-from qstudio.core.runtimes import get_runtime
+from qstudio.core.runtimes import RuntimeUnavailable, get_runtime
 from qstudio.core.runtimes.base import first_line
 
 #: a rebuilt contender must reproduce the parent's output within this, relative to outputs above 1
@@ -182,32 +184,34 @@ def write_description(
     rounds: int,
     stage: str,
 ) -> Generator[Progress, None, str]:
-    """Write what the child needs into ``folder``; returns '' or why a contender cannot be written."""
+    """Write what the child needs into ``folder``; returns '' or why it cannot (then the set is timed here).
+
+    A model that fails on the benchmark input raises here as it would in the
+    in-process benchmark; a file that cannot be written, or too little free
+    memory for the child's copy of the models, is a reason instead.
+    """
     inputs = {b: make_input(b) for b in settings.batch_sizes}
     example = example if example is not None else make_input(1)
-    torch.save({"inputs": inputs, "example": example}, folder / "inputs.pt")
     smallest = inputs[min(settings.batch_sizes)]
     references: dict[str, list[torch.Tensor]] = {}
     for i, entry in enumerate(plan.entries):
         yield Progress(stage, 0, 1, f"handing {entry.label} to the benchmark process")
         value = contenders[entry.label]
-        if entry.kind == EAGER:
-            torch.save(value.state_dict(), folder / f"{i}-weights.pt")
-            entry.files = [f"{i}-weights.pt"]
-        elif entry.kind == SCRIPT:
-            buffer = io.BytesIO()
-            torch.jit.save(value, buffer)  # the bytes an export writes: what a deployment loads
-            (folder / f"{i}.pt").write_bytes(buffer.getvalue())
-            entry.files = [f"{i}.pt"]
-        elif entry.kind == RUNTIME:
-            try:
-                written = value.save(folder / f"{i}{get_runtime(entry.runtime).suffix}")
-            except Exception as exc:
-                return f"{entry.label} cannot be saved ({first_line(exc)})"
-            entry.files = [Path(p).name for p in written]
-        with torch.inference_mode():
+        try:
+            entry.files = _write(folder, i, entry, value)
+        except _WRITE_ERRORS as exc:
+            return f"{entry.label} could not be written for it ({first_line(exc)})"
+        with torch.inference_mode():  # a model fault raises here, as in the in-process benchmark
             references[entry.label] = output_tensors(call_model(value, smallest))
-    torch.save(references, folder / "references.pt")
+    try:
+        _save({"inputs": inputs, "example": example}, folder / "inputs.pt")
+        _save(references, folder / "references.pt")
+    except _WRITE_ERRORS as exc:
+        return f"the benchmark inputs could not be written for it ({first_line(exc)})"
+    written_bytes = sum(f.stat().st_size for f in folder.iterdir())
+    free = available_bytes()
+    if free is not None and free < 3 * written_bytes:  # the models loaded, the baseline frozen, the inputs
+        return f"too little free memory for a second copy of the models ({format_bytes(free)} free)"
     description = {
         "entries": [asdict(e) for e in plan.entries],
         "source": asdict(plan.source) if plan.source is not None else None,
@@ -222,21 +226,47 @@ def write_description(
     return ""
 
 
+#: what saving a contender raises when it cannot be saved (not a model fault): disk, serializer, runtime refusal
+_WRITE_ERRORS = (OSError, RuntimeError, pickle.PicklingError, RuntimeUnavailable, QStudioError)
+
+
+def _save(obj: Any, path: Path) -> None:
+    """``torch.save`` through memory: torch's zip writer aborts the process on a full disk, Python's I/O raises."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def _write(folder: Path, i: int, entry: Entry, value: Any) -> list[str]:
+    """Save one contender as the child loads it; the file names, relative to ``folder``."""
+    if entry.kind == EAGER:
+        _save(value.state_dict(), folder / f"{i}-weights.pt")
+        return [f"{i}-weights.pt"]
+    if entry.kind == SCRIPT:
+        buffer = io.BytesIO()
+        torch.jit.save(value, buffer)  # the bytes an export writes: what a deployment loads
+        (folder / f"{i}.pt").write_bytes(buffer.getvalue())
+        return [f"{i}.pt"]
+    if entry.kind == RUNTIME:
+        written = value.save(folder / f"{i}{get_runtime(entry.runtime).suffix}")
+        return [Path(p).name for p in written]
+    return []  # the baseline: built from eager in the child
+
+
 # -- the child rebuilds and measures ---------------------------------------------------------------
 def run_child(folder: Path, send: Callable[..., None]) -> int:
     """The child's work after the parent said go: rebuild, check, time, send the figures."""
     plan = json.loads((folder / "plan.json").read_text())
     torch.set_num_threads(int(plan["threads"]))
     torch.backends.quantized.engine = plan["engine"]  # packed INT8 weights are re-packed for it on load
-    data = torch.load(folder / "inputs.pt", weights_only=True)
-    references = torch.load(folder / "references.pt", weights_only=True)
-    entries = [Entry(**e) for e in plan["entries"]]
-    inputs: dict[int, Any] = data["inputs"]
-    smallest = inputs[min(inputs)]
     start = time.perf_counter()
+    entries = [Entry(**e) for e in plan["entries"]]
     rebuilt: dict[str, Any] = {}
     eager: nn.Module | None = None
     try:
+        data = torch.load(folder / "inputs.pt", weights_only=True)  # tensors only: nothing here runs code
+        references = torch.load(folder / "references.pt", weights_only=True)
+        inputs: dict[int, Any] = data["inputs"]
         for entry in sorted(entries, key=lambda e: e.kind != EAGER):  # the baseline is traced from eager
             send(t="doing", what=f"rebuilding {entry.label} in the benchmark process")
             rebuilt[entry.label] = _rebuild(folder, entry, plan, eager, data["example"])
@@ -244,11 +274,11 @@ def run_child(folder: Path, send: Callable[..., None]) -> int:
                 eager = rebuilt[entry.label]
         for entry in entries:
             send(t="doing", what=f"checking {entry.label} in the benchmark process")
-            _check(entry.label, rebuilt[entry.label], smallest, references[entry.label])
+            _check(entry.label, rebuilt[entry.label], inputs[min(inputs)], references[entry.label])
     except Unavailable as exc:
         send(t="unavailable", reason=str(exc))
         return 0
-    except Exception as exc:  # a loader's or runtime's own failure: measure in the parent instead
+    except Exception as exc:  # a loader's, a runtime's or the model's own failure: measure in the parent instead
         send(t="unavailable", reason=f"rebuilding the models there failed with {first_line(exc)}")
         return 0
     send(t="ready", seconds=time.perf_counter() - start)
