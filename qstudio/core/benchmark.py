@@ -162,7 +162,8 @@ def benchmark_interleaved(
     ratio.  Here, per batch size, every model gets ``settings.warmup`` untimed
     calls, then ``settings.iters`` timed calls are split into ``rounds`` slices
     and the models take turns slice by slice, so drift lands on all of them
-    alike.  ``make_input`` is one function for all models or one per label
+    alike; the turns start with a different model each round, so no model always
+    follows the same one.  ``make_input`` is one function for all models or one per label
     (e.g. numpy arrays for ONNX Runtime); inputs are built before timing.
 
     Returns ``{label: [LatencyStat per batch size]}``.  The same per-call
@@ -192,7 +193,10 @@ def benchmark_interleaved(
                             done += 1
                     yield Progress(stage, done, total, message=f"warm-up {lb}, batch {batch_size}")
             for r in range(rounds):
-                for lb in labels:
+                # each round starts with another model: whoever follows FP32 eager pays for torch's OpenMP
+                # threads still spinning after it (measured: OpenVINO FP32 116 ms in that slot, ~100 ms later)
+                start = r % len(labels)
+                for lb in labels[start:] + labels[:start]:
                     # slice r of this model's timed calls; the slices add up to exactly settings.iters
                     remaining = settings.iters * (r + 1) // rounds - settings.iters * r // rounds
                     while remaining:
