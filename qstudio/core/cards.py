@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qstudio.core.flows import mode_traits
 from qstudio.core.formatting import (
     DASH,
     _finite,
@@ -178,7 +179,7 @@ def more_cards(result: RunResult) -> tuple[Card, ...]:
         f"The model's output, INT8 against FP32: {band} ({fmt_db(ev.output_sqnr_db)} dB).",
         {"good": OK, "fair": WARNING, "poor": CRITICAL}.get(band, INFO),
     )
-    what = "Training time" if result.recipe.mode == "qat" else "Calibration time"
+    what = mode_traits(result.recipe.mode).time_label
     time = Card(
         "time",
         what,

@@ -120,8 +120,7 @@ def _pairs(q: QuantizedModel) -> list[tuple[str, nn.Module, nn.Module | None]]:
     for name, module in q.module.named_modules():
         if not name or not is_quantized_module(module):
             continue
-        ref_name = q.user_name(name) if q.mode == "dynamic" else name
-        out.append((name, module, ref_modules.get(ref_name)))
+        out.append((name, module, ref_modules.get(q.reference_name(name))))
     return out
 
 

@@ -196,7 +196,7 @@ def float_op_modules(q: QuantizedModel, example: Any) -> list[tuple[str, str, st
     modules.  Dynamic quantization is left out: its layers take float inputs
     by design.  Names are the user's (see :meth:`QuantizedModel.user_name`).
     """
-    if q.mode == "dynamic":
+    if not q.traits.static_activations:
         return []
     found: list[tuple[str, str]] = []
     graph_modules = [(n, m) for n, m in q.module.named_modules() if isinstance(m, torch.fx.GraphModule)]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qstudio.core.flows import known_modes, mode_traits
 from qstudio.core.formatting import fmt_ratio
 
 if TYPE_CHECKING:
     from qstudio.core.run_result import RunResult
 
-MODE_LABELS = {"eager": "PTQ eager", "fx": "PTQ FX", "qat": "QAT", "dynamic": "dynamic"}
+MODE_LABELS = {mode: mode_traits(mode).label for mode in known_modes()}
 
 
 def speed_phrase(ratio: float) -> str:
@@ -33,10 +34,4 @@ def size_phrase(ratio: float) -> str:
 
 
 def mode_label(result: RunResult) -> str:
-    mode = result.recipe.mode
-    label = MODE_LABELS.get(mode, mode)
-    if mode == "qat":
-        label += f" ({'FX' if result.recipe.qat.graph == 'fx' else 'eager'} graph)"
-    elif mode == "dynamic":
-        label += f" ({result.recipe.settings.dynamic_dtype})"
-    return label
+    return mode_traits(result.recipe.mode).label_for(result.recipe)

@@ -30,7 +30,7 @@ from qstudio.core.child_benchmark import benchmark_in_child
 from qstudio.core.environment import check_backend, environment_info
 from qstudio.core.errors import Cancelled, FlowError, QStudioError
 from qstudio.core.export import DEFAULT_ATOL, ExportInfo, export_torchscript
-from qstudio.core.flows import FlowInput, QuantizedModel, get_flow
+from qstudio.core.flows import FlowInput, QuantizedModel, get_flow, mode_traits
 from qstudio.core.flows.base import forward_error
 from qstudio.core.loading import LoadedModel
 from qstudio.core.progress import PLAN, Progress
@@ -44,14 +44,17 @@ T = TypeVar("T")
 
 def resolve_groups(recipe: Recipe, model: nn.Module) -> tuple[list[list[str]], list[str]]:
     """The fusion groups to apply (the recipe's, else suggested) and notes about them."""
-    if recipe.mode == "dynamic":
+    traits = mode_traits(recipe.mode)
+    if not traits.fuses:
         return [], []
     skip = set(recipe.settings.skip)
     if recipe.fusion is not None:
         fusion.check_groups(model, recipe.fusion, skip)
         return [list(g) for g in recipe.fusion], []
     suggestion = fusion.suggest_groups(model, skip)
-    groups = [g for g in suggestion.groups if not skip.intersection(g)] if recipe.mode == "fx" else suggestion.groups
+    groups = suggestion.groups
+    if traits.prunes_skipped_groups:
+        groups = [g for g in groups if not skip.intersection(g)]
     return groups, suggestion.notes
 
 
@@ -283,18 +286,18 @@ def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple
         3 * _calls(data.calib.num_batches(s.batch_size, _default(compare.layer_errors, "max_batches")), calib_bs),
     )
 
-    def quantize() -> list[tuple[str, float]]:
-        if recipe.mode == "dynamic":
-            return [("quantize", 10.0)]
-        if recipe.mode == "qat" and data.train is not None:
-            steps = data.train.num_batches(q.batch_size) * q.epochs
+    def work(stage: str) -> float:
+        """One quantization stage's work (the stages are the mode's: its traits list them)."""
+        if stage == "train":
+            steps = data.train.num_batches(q.batch_size) * q.epochs if data.train is not None else 0
             check = q.epochs * _calls(data.eval.num_batches(64), 64) if data.eval.labels is not None else 0.0
-            return [("prepare", 40.0), ("train", 6 * _calls(steps, q.batch_size) + check), ("convert", 10.0)]
-        return [
-            ("prepare", 40.0),
-            ("calibrate", 3 * _calls(data.calib.num_batches(s.batch_size, s.calib_batches), calib_bs)),
-            ("convert", 10.0),
-        ]
+            return 6 * _calls(steps, q.batch_size) + check
+        if stage == "calibrate":
+            return 3 * _calls(data.calib.num_batches(s.batch_size, s.calib_batches), calib_bs)
+        return {"prepare": 40.0}.get(stage, 10.0)  # convert, dynamic's quantize, a registered flow's own stage
+
+    def quantize() -> list[tuple[str, float]]:
+        return [(stage, work(stage)) for stage in mode_traits(recipe.mode).stages]
 
     plan = quantize()
     if s.skip_worst:
@@ -317,7 +320,7 @@ def announce_plan(recipe: Recipe, data: RunData, export: bool = False) -> Progre
     batches = data.calib.num_batches(s.batch_size, s.calib_batches)
     metrics = {"calibration_batches": float(batches), "calibration_samples": float(len(data.calib))}
     note = ""
-    if recipe.mode in ("fx", "eager") and batches < s.calib_batches:
+    if mode_traits(recipe.mode).calibrates and batches < s.calib_batches:
         note = (
             f"calibration uses {batches} batches, not the {s.calib_batches} set: the calibration data has "
             f"{len(data.calib)} samples, {s.batch_size} per batch"

@@ -17,6 +17,7 @@ from torch import nn
 
 from qstudio.core.data import Dataset, load_dataset
 from qstudio.core.errors import DataError
+from qstudio.core.flows import mode_traits
 from qstudio.core.inputs import check_fits
 from qstudio.core.loading import LoadedModel
 from qstudio.core.recipe import DataSource, Recipe
@@ -69,7 +70,7 @@ def load_run_data(recipe: Recipe, loaded: LoadedModel) -> RunData:
     calib = _load_role("calib", recipe.calib, shape, dtype, vocab)
     shape = shape or [1, *calib.inputs.shape[1:]]
     train = None
-    if recipe.mode == "qat":
+    if mode_traits(recipe.mode).trains:
         src = recipe.train_source()
         if src is None:
             raise DataError(

@@ -22,6 +22,7 @@ import torch
 
 from qstudio.core import fusion, tree
 from qstudio.core.errors import FlowError
+from qstudio.core.flows import mode_traits
 from qstudio.core.inputs import example_input
 from qstudio.core.loading import LoadedModel, load_model
 from qstudio.core.pipeline import RunResult, run_recipe
@@ -91,7 +92,7 @@ def follow_model(recipe: Recipe, loaded: LoadedModel) -> tuple[Recipe, list[str]
             notes.append(
                 "calibration: RANDOM data, so figures will not describe real inputs: choose real data in Settings > Data"
             )
-    if loaded.input_dtype == "int64" and recipe.mode != "dynamic":
+    if loaded.input_dtype == "int64" and mode_traits(recipe.mode).static_activations:
         notes.append(f"mode: dynamic (the model takes token ids; {recipe.mode} static quantization needs float inputs)")
         recipe.mode = "dynamic"
     shape = loaded.input_shape
@@ -266,7 +267,7 @@ class Session:
                     "wait for it to finish or cancel it, then start the next run",
                 )
             recipe = copy.deepcopy(self.recipe)
-            recipe.fusion = copy.deepcopy(self.groups) if recipe.mode != "dynamic" else None
+            recipe.fusion = copy.deepcopy(self.groups) if mode_traits(recipe.mode).fuses else None
             work = _tracked(run_recipe(recipe, self.loaded, export=export))
             self._active_run = weakref.ref(work)
         return work

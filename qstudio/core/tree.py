@@ -20,6 +20,7 @@ from torch.ao.quantization.quantization_mappings import (
     get_default_static_quant_module_mappings,
 )
 
+from qstudio.core.flows import mode_traits
 from qstudio.core.tensors import first_tensor
 
 # Fusion folds BN into the conv before it, so BN is "quantized" as part of its group.
@@ -64,7 +65,7 @@ class ModuleNode:
 
 
 def quantizable_types(mode: str) -> set[type]:
-    if mode == "dynamic":
+    if not mode_traits(mode).static_activations:  # dynamic quantization: only the layers with dynamic kernels
         return set(get_default_dynamic_quant_module_mappings())
     return set(get_default_static_quant_module_mappings()) | set(_FOLDED) | set(_PASS_THROUGH)
 

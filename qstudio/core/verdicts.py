@@ -31,6 +31,7 @@ from typing import Any
 from torch import nn
 
 from qstudio.core.benchmark import LatencyStat
+from qstudio.core.flows import mode_traits
 from qstudio.core.formatting import fmt_db
 from qstudio.core.int8_profile import (
     FLOAT,
@@ -162,7 +163,7 @@ def _cause_and_remedy(result: RunResult, profile: OpProfile | None, batch: int) 
         f"Most of the time goes to ops that stay in float ({', '.join(float_ops) or 'float ops'}); INT8 only "
         f"speeds up the {int8:.0%} in INT8 kernels, and the FP32 baseline runs the rest as fast or faster. "
     )
-    if result.recipe.mode == "dynamic":  # its kernels quantize their input inside: INT8 time includes the conversion
+    if not mode_traits(result.recipe.mode).static_activations:  # INT8 time includes quantizing the input
         if flt >= max(int8 + qdq, layout):
             remedy = (
                 mostly_float + "Use static quantization (--mode fx) to quantize more of the model, or keep it in FP32."

@@ -22,6 +22,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter
 
 from qstudio.core.errors import QStudioError
+from qstudio.core.flows import mode_traits
 from qstudio.core.paths import resources_dir
 from qstudio.core.recipe import ModelSource, Recipe
 from qstudio.core.trust import Grants
@@ -206,7 +207,7 @@ class MainWindow(RunDockMixin, ActionsMixin, ExportsMixin, WindowStateMixin, QMa
             return
         try:
             recipe = self.controller.session.recipe
-            recipe.fusion = self.controller.session.groups if recipe.mode != "dynamic" else None
+            recipe.fusion = self.controller.session.groups if mode_traits(recipe.mode).fuses else None
             recipe.save(path)
         except QStudioError as exc:
             self.errors.report(str(exc), "")

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from qstudio.core.errors import RecipeError
+from qstudio.core.flows import mode_traits
 from qstudio.core.recipe import Recipe
 from qstudio.ui.data_picker import fix_placeholder
 from qstudio.ui.settings import (
@@ -349,28 +350,25 @@ class SettingsPanel(QWidget):
 
     def _sync_visibility(self) -> None:
         mode = self.modeCombo.currentData()
+        traits = mode_traits(mode)
         self.modeHint.setText(MODE_HINTS.get(mode, ""))
-        self.qatBox.setVisible(mode == "qat")
-        self._qform.setRowVisible(self.dynamicDtypeCombo, mode == "dynamic")
-        self._data_form.setRowVisible(self.trainPicker, mode == "qat")
-        self._data_form.setRowVisible(self._data_titles[self.trainPicker], mode == "qat")
-        needs_train = mode == "qat" and self.trainPicker.kind() is None and self.calibPicker.kind() != "demo"
+        self.qatBox.setVisible(traits.uses("qat"))
+        self._qform.setRowVisible(self.dynamicDtypeCombo, traits.uses("dynamic_dtype"))
+        self._data_form.setRowVisible(self.trainPicker, traits.trains)
+        self._data_form.setRowVisible(self._data_titles[self.trainPicker], traits.trains)
+        needs_train = traits.trains and self.trainPicker.kind() is None and self.calibPicker.kind() != "demo"
         self._data_form.setRowVisible(self.trainNote, needs_train)
         calib_title = self._data_titles[self.calibPicker]
-        if mode == "dynamic":
+        if not traits.static_activations:  # no activation ranges to measure: the data only feeds the comparisons
             calib_title.setText("Sample inputs (for the comparisons)")
             calib_title.setToolTip("Dynamic quantization needs no calibration; these inputs measure per-layer errors")
         else:
             calib_title.setText("Calibration")
             calib_title.setToolTip("")
         unused = {
-            self.observerCombo: mode in ("qat", "dynamic"),
-            self.symmetricCheck: mode == "dynamic",
-            self.calibBatchesSpin: mode in ("qat", "dynamic"),
-        }
-        why = {
-            "qat": "QAT trains with its own moving-average observers",
-            "dynamic": "dynamic quantization needs no calibration",
+            self.observerCombo: not traits.uses("observer"),
+            self.symmetricCheck: not traits.uses("symmetric"),
+            self.calibBatchesSpin: not traits.uses("calib_batches"),
         }
         for widget, off in unused.items():
             widget.setEnabled(not off)
@@ -378,7 +376,7 @@ class SettingsPanel(QWidget):
             if isinstance(label, QLabel):
                 label.setEnabled(not off)
             tip = self._tips.setdefault(widget, widget.toolTip())
-            widget.setToolTip(f"Not used in this mode: {why[mode]}" if off else tip)
+            widget.setToolTip(f"Not used in this mode: {traits.unused_settings_note}" if off else tip)
 
     def _show(self, spin: QSpinBox | QDoubleSpinBox, value: Any) -> None:
         spin.setValue(value)

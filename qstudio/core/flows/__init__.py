@@ -3,51 +3,69 @@
 ``get_flow(recipe)`` dispatches on ``recipe.mode`` (and, for QAT, on
 ``recipe.qat.graph``).  This package is the only place that calls
 ``torch.ao.quantization``'s prepare/convert APIs; a successor flow (torchao
-``quantize_``, PT2E) is added by registering a class here.
+``quantize_``, PT2E) is added by registering a class here.  What each mode
+needs and does (fusion, calibration, training data, the settings it reads)
+is asked of :func:`mode_traits`.
+
+Where things are: ``traits`` (what each mode needs and does), ``registry``
+(which flow runs a recipe), ``base`` (a flow's input and result, the steps
+the static flows share, torch's quantized engine), ``fx`` / ``eager`` /
+``dynamic`` (the flows), ``regions`` and ``module_calls`` (FX on a model it
+cannot trace whole), ``qconfig`` (observers), ``training`` (calibrate or
+train), ``failures`` (errors that name the module), ``names`` (the user's
+module names inside a quantized model).
+
+Importing this package costs nothing beyond the traits: the rest (torch.ao's
+FX and eager machinery) is imported on first use of a name below, so the
+window's settings panel can ask :func:`mode_traits` on every edit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from qstudio.core.flows.traits import ModeTraits, known_modes, mode_traits
 
-from qstudio.core.flows.base import ISLAND_ATTR, EpochStats, Flow, FlowInput, QuantizedModel
-from qstudio.core.flows.dynamic import Dynamic
-from qstudio.core.flows.eager import EagerPTQ, EagerQAT
-from qstudio.core.flows.fx import FxPTQ, FxQAT
-from qstudio.core.recipe import Recipe
+if TYPE_CHECKING:
+    from qstudio.core.flows.base import EpochStats, Flow, FlowInput, QuantizedModel, module_for, quantized_engine
+    from qstudio.core.flows.names import ISLAND_ATTR
+    from qstudio.core.flows.registry import get_flow, register_flow
 
-_FLOWS: dict[tuple[str, str], type] = {
-    ("eager", ""): EagerPTQ,
-    ("fx", ""): FxPTQ,
-    ("qat", "fx"): FxQAT,
-    ("qat", "eager"): EagerQAT,
-    ("dynamic", ""): Dynamic,
+#: The names imported on first use, and the module that defines each.
+_LAZY = {
+    "EpochStats": "base",
+    "Flow": "base",
+    "FlowInput": "base",
+    "QuantizedModel": "base",
+    "quantized_engine": "base",
+    "ISLAND_ATTR": "names",
+    "module_for": "base",
+    "get_flow": "registry",
+    "register_flow": "registry",
 }
 
 
-def get_flow(recipe: Recipe) -> Flow:
-    key = (recipe.mode, recipe.qat.graph if recipe.mode == "qat" else "")
-    return _FLOWS[key]()
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
 
 
-def register_flow(mode: str, variant: str, flow: type) -> None:
-    """Add a flow (for example a torchao one) without touching callers."""
-    _FLOWS[(mode, variant)] = flow
-
-
-def module_for(q: QuantizedModel, name: str, modules: Mapping[str, nn.Module] | None = None) -> nn.Module | None:
-    """The module of ``q.module`` that runs the user's layer ``name``, or None (fused away, or removed by convert).
-
-    The inverse of :meth:`QuantizedModel.user_name`: the name under the
-    flow's prefix (eager's QuantWrapper, dynamic's wrapper), else the float
-    module inside the island that keeps the layer in float.  ``modules`` is
-    ``dict(q.module.named_modules())``, passed in to look up many names.
-    """
-    modules = dict(q.module.named_modules()) if modules is None else modules
-    found = modules.get(q.prefix + name)
-    return found if found is not None else modules.get(f"{q.prefix}{name}.{ISLAND_ATTR}")
-
-
-__all__ = ["EpochStats", "Flow", "FlowInput", "QuantizedModel", "get_flow", "module_for", "register_flow"]
+__all__ = [
+    "ISLAND_ATTR",
+    "EpochStats",
+    "Flow",
+    "FlowInput",
+    "ModeTraits",
+    "QuantizedModel",
+    "get_flow",
+    "known_modes",
+    "mode_traits",
+    "module_for",
+    "quantized_engine",
+    "register_flow",
+]

@@ -1,9 +1,17 @@
-"""What every quantization flow takes and returns.
+"""What every quantization flow takes and returns, and the steps the static flows share.
 
 A flow turns a float model into a quantized one.  Callers never import a flow
 directly: :func:`qstudio.core.flows.get_flow` dispatches on ``recipe.mode``, so
 a torchao / PT2E flow can be registered later without touching the pipeline,
-the CLI or the window.
+the CLI or the window.  What a mode needs and does is in
+:mod:`qstudio.core.flows.traits`; how failures are explained in
+:mod:`qstudio.core.flows.failures`.
+
+torch's quantized engine (``torch.backends.quantized.engine``) is process-wide
+state: the flows set it only inside :func:`quantized_engine` and put it back.
+A converted model's kernels run under any engine, but copying, TorchScript
+conversion and export repack its weights with the engine current at the time:
+whoever does that enters :meth:`QuantizedModel.engine` first.
 """
 
 from __future__ import annotations
@@ -11,22 +19,34 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-import torch.fx
 from torch import nn
 
 from qstudio.core import memory
 from qstudio.core.data import Dataset
-from qstudio.core.errors import Cancelled, DataError, FlowError, QStudioError
+from qstudio.core.errors import Cancelled, DataError, QStudioError
+from qstudio.core.flows.failures import forward_error, refusals
+from qstudio.core.flows.names import ISLAND_ATTR, user_name
+from qstudio.core.flows.traits import ModeTraits, mode_traits
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import Recipe
 
-#: Attribute under which eager mode keeps a skipped module between a DeQuantStub and a QuantStub.
-ISLAND_ATTR = "float_module"
+
+@contextlib.contextmanager
+def quantized_engine(backend: str) -> Iterator[None]:
+    """Run with torch's quantized engine set to ``backend`` (the kernels that pack weights use it), then put it back."""
+    before = torch.backends.quantized.engine
+    if backend != before:
+        torch.backends.quantized.engine = backend
+    try:
+        yield
+    finally:
+        if torch.backends.quantized.engine != before:
+            torch.backends.quantized.engine = before
 
 
 @dataclass
@@ -49,40 +69,73 @@ class FlowInput:
     train: Dataset | None = None
     eval: Dataset | None = None
 
+    @property
+    def traits(self) -> ModeTraits:
+        return mode_traits(self.recipe.mode)
+
 
 @dataclass
 class QuantizedModel:
     """A flow's result.
 
     ``reference`` is a float model whose module names match ``module``'s (fused,
-    with observers inert), so per-layer errors compare like with like.
+    with observers inert), so per-layer errors compare like with like; dynamic
+    quantization prepares nothing, and its reference is the user's float model.
     ``prefix`` is what the flow put in front of the user's module names (eager
     mode wraps the model in QuantStub/DeQuantStub under ``module.``).
+    ``backend`` is the quantized engine its weights were packed for: enter
+    :meth:`engine` to copy, convert or export it.
     """
 
     module: nn.Module
     reference: nn.Module
     mode: str
+    backend: str
     prefix: str = ""
     calibration_seconds: float = 0.0
     convert_seconds: float = 0.0
     history: list[EpochStats] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def traits(self) -> ModeTraits:
+        return mode_traits(self.mode)
+
+    def engine(self) -> contextlib.AbstractContextManager[None]:
+        """torch's quantized engine set to this model's backend while the block runs (then put back)."""
+        return quantized_engine(self.backend)
+
     def user_name(self, name: str) -> str:
-        if self.prefix and name.startswith(self.prefix):
-            name = name[len(self.prefix) :]
-        return ".".join(part for part in name.split(".") if part != ISLAND_ATTR)
+        return user_name(name, self.prefix)
+
+    def reference_name(self, name: str) -> str:
+        """The name in ``reference`` of ``module``'s module ``name``."""
+        # static flows' reference is the prepared model (names as in ``module``); dynamic's is the user's model
+        return name if self.traits.static_activations else self.user_name(name)
+
+
+def module_for(q: QuantizedModel, name: str, modules: Mapping[str, nn.Module] | None = None) -> nn.Module | None:
+    """The module of ``q.module`` that runs the user's layer ``name``, or None (fused away, or removed by convert).
+
+    The inverse of :meth:`QuantizedModel.user_name`: the name under the
+    flow's prefix (eager's QuantWrapper, dynamic's wrapper), else the float
+    module inside the island that keeps the layer in float.  ``modules`` is
+    ``dict(q.module.named_modules())``, passed in to look up many names.
+    """
+    modules = dict(q.module.named_modules()) if modules is None else modules
+    found = modules.get(q.prefix + name)
+    return found if found is not None else modules.get(f"{q.prefix}{name}.{ISLAND_ATTR}")
 
 
 class Flow(Protocol):
     mode: str
+    traits: ModeTraits
 
     def preflight(self, inp: FlowInput) -> list[str]:
         """Check the model can go through this flow before any long work; raise FlowError if not."""
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        """Quantize, yielding progress between batches."""
+        """Quantize, yielding progress between batches; torch's quantized engine is as it was afterwards."""
 
 
 def calibrate(
@@ -118,137 +171,6 @@ def calibrate(
     return time.perf_counter() - start
 
 
-def _failing_module(exc: BaseException, model: nn.Module, prefix: str) -> str:
-    """The innermost module of ``model`` whose forward is on the traceback (no hooks, no cost until it fails)."""
-    names = {id(m): n for n, m in model.named_modules()}
-    found = ""
-    tb = exc.__traceback__
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, nn.Module) and id(owner) in names and names[id(owner)]:
-            found = names[id(owner)]
-        tb = tb.tb_next
-    if prefix and found.startswith(prefix):
-        found = found[len(prefix) :]
-    return ".".join(part for part in found.split(".") if part != ISLAND_ATTR)
-
-
-def forward_error(
-    exc: BaseException,
-    model: nn.Module,
-    stage: str,
-    batch: int,
-    total: int,
-    batch_size: int,
-    key: str,
-    prefix: str = "",
-) -> QStudioError:
-    """A clear error for an exception raised while ``model`` ran batch ``batch`` of ``total`` in ``stage``.
-
-    ``total = 0`` means the batch is not known (the stage runs its own loop).
-    """
-    from qstudio.core import graph as graphs
-
-    where_in = f"{stage} batch {batch} of {total}" if total else stage
-
-    if memory.is_out_of_memory(exc):
-        return DataError(
-            f"ran out of memory in {where_in} ({batch_size} samples per batch: {graphs.first_line(exc)})",
-            f"lower {key} (now {batch_size}), e.g. to {max(batch_size // 4, 1)}, or close other programs",
-        )
-    module = _failing_module(exc, model, prefix)
-    where = graphs.user_frame(exc)
-    at = f" at {where}" if where else ""
-    name = f"'{module}'" if module else "the model"
-    return FlowError(
-        f"{name} raised {type(exc).__name__} in {where_in}{at}: {graphs.first_line(exc)}",
-        "fix that line of the model, or check that the data fits the model (shape, dtype, value range)",
-    )
-
-
-#: Local variable names under which torch.ao's prepare/convert passes hold the module (or fx node) they work on.
-_MODULE_LOCALS = ("self", "mod", "module", "float_mod", "observed", "child", "node", "root")
-
-
-def _refused_module(exc: BaseException, model: nn.Module) -> tuple[str, nn.Module | None]:
-    """The innermost module of ``model`` a torch.ao pass was working on when it raised.
-
-    torch.ao's passes hold the module in locals (``swap_module(mod)``,
-    ``from_float(mod)``, ``_convert(module)``; FX passes an ``fx.Node`` whose
-    target names it), so the traceback says which one it refused.  An observer
-    or fake-quant module stands for the layer that owns it.
-    """
-    from torch.ao.quantization import FakeQuantizeBase, ObserverBase
-
-    modules = dict(model.named_modules(remove_duplicate=False))
-    names = {id(m): n for n, m in modules.items()}
-    found = ""
-    tb = exc.__traceback__
-    while tb is not None:
-        local = tb.tb_frame.f_locals
-        for key in _MODULE_LOCALS:
-            value = local.get(key)
-            name = ""
-            if isinstance(value, nn.Module):
-                name = names.get(id(value), "")
-            elif isinstance(value, torch.fx.Node) and value.op == "call_module" and str(value.target) in modules:
-                name = str(value.target)
-            if name:
-                found = name
-                break
-        tb = tb.tb_next
-    while found and isinstance(modules.get(found), (ObserverBase, FakeQuantizeBase)):
-        found = found.rpartition(".")[0]
-    return found, modules.get(found) if found else None
-
-
-def refusal(
-    exc: BaseException,
-    step: str,
-    model: nn.Module,
-    prefix: str = "",
-    hints: list[str] | None = None,
-    no_skip: tuple[type, ...] = (),
-) -> FlowError:
-    """A :class:`FlowError` for a torch.ao pass (prepare, convert, fuse, quantize_dynamic) that refused the model.
-
-    Names the module it was working on and offers what goes around it: the
-    caller's ``hints`` (for example dynamic mode for recurrent layers), keep
-    that module in float (unless it is one of the ``no_skip`` types, which the
-    flow cannot keep in float), turn per-channel weights off when that is what
-    was refused.
-    """
-    from qstudio.core import graph as graphs
-
-    found, module = _refused_module(exc, model)
-    name = found[len(prefix) :] if prefix and found.startswith(prefix) else found
-    if prefix and found and not found.startswith(prefix):
-        name = ""  # one of the stubs qstudio added around the model, not the user's module
-    name = ".".join(part for part in name.split(".") if part != ISLAND_ATTR)
-    what = f"'{name}' ({type(module).__name__})" if name and module is not None else "the model"
-    fixes = list(hints or [])
-    if name and not isinstance(module, no_skip):
-        fixes.append(f"keep '{name}' in float (--skip {name}, or tick it in the tree)")
-    if "per channel" in str(exc).lower() or "per_channel" in str(exc).lower():
-        fixes.append("turn per-channel weights off (--no-per-channel)")
-    if not fixes:
-        fixes.append("keep the module named above in float (--skip NAME, or tick it in the tree)")
-    return FlowError(f"{step} refused {what}: {graphs.first_line(exc)}", ", or ".join(fixes))
-
-
-@contextlib.contextmanager
-def refusals(
-    step: str, model: nn.Module, prefix: str = "", hints: list[str] | None = None, no_skip: tuple[type, ...] = ()
-) -> Iterator[None]:
-    """Run one torch.ao call; whatever it raises (an AssertionError, a RuntimeError) becomes a :class:`FlowError`."""
-    try:
-        yield
-    except (Cancelled, QStudioError):
-        raise
-    except Exception as exc:
-        raise refusal(exc, step, model, prefix, hints, no_skip) from exc
-
-
 def bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int | None:
     """Input plus every leaf module's output for one sample: an upper bound on what one sample holds in memory."""
     total = example[:1].numel() * example.element_size()
@@ -282,7 +204,7 @@ def check_memory(inp: FlowInput) -> None:
     recipe = inp.recipe
     # (recipe key, batch size asked for, samples it can take, memory factor)
     checks = [("settings.batch_size", recipe.settings.batch_size, len(inp.calib), 1)]
-    if recipe.mode == "qat" and inp.train is not None:  # training keeps activations and gradients
+    if inp.traits.trains and inp.train is not None:  # training keeps activations and gradients
         checks.append(("qat.batch_size", recipe.qat.batch_size, len(inp.train), 3))
     bench = max(recipe.benchmark.batch_sizes)
     checks.append(("benchmark.batch_sizes", bench, bench, 1))  # the benchmark repeats samples up to the batch size
@@ -301,7 +223,7 @@ def check_memory(inp: FlowInput) -> None:
 def convert_step(
     prepared: nn.Module,
     convert: Callable[[nn.Module], nn.Module],
-    mode: str,
+    inp: FlowInput,
     prefix: str,
     seconds: float,
     history: list[EpochStats] | None = None,
@@ -314,7 +236,8 @@ def convert_step(
 ) -> Generator[Progress, None, QuantizedModel]:
     """The last step every static flow shares: keep a float reference, convert, package the result.
 
-    A module ``convert`` refuses becomes a :class:`FlowError` naming it (``step`` names the torch.ao call).
+    Runs under the recipe's quantized engine (the flow's run has set it).  A module ``convert`` refuses
+    becomes a :class:`FlowError` naming it (``step`` names the torch.ao call).
     """
     prepared.eval()
     start = time.perf_counter()
@@ -327,7 +250,8 @@ def convert_step(
     return QuantizedModel(
         quantized.eval(),
         reference,
-        mode,
+        inp.recipe.mode,
+        inp.recipe.settings.backend,
         prefix,
         seconds,
         time.perf_counter() - start,
@@ -385,8 +309,7 @@ def transposed_kernel_notes(quantized: nn.Module, prefix: str = "") -> list[str]
             continue
         cos = float(nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0))
         if cos < 0.98:
-            user = name[len(prefix) :] if prefix and name.startswith(prefix) else name
-            user = ".".join(p for p in user.split(".") if p != ISLAND_ATTR)
+            user = user_name(name, prefix)
             engine = torch.backends.quantized.engine
             others = " or ".join(
                 b for b in ("fbgemm", "qnnpack", "x86") if b != engine and not (engine == "onednn" and b == "x86")

@@ -17,8 +17,10 @@ from torch import nn
 from torch.ao.quantization import quantize_dynamic
 
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory, refusals
+from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory, quantized_engine
+from qstudio.core.flows.failures import refusals
 from qstudio.core.flows.qconfig import DYNAMIC_TYPES, dynamic_qconfig, reduce_range
+from qstudio.core.flows.traits import mode_traits
 from qstudio.core.progress import Progress
 
 
@@ -113,7 +115,13 @@ def _targets(inp: FlowInput, model: nn.Module | None = None) -> dict[str, object
 
 
 class Dynamic:
-    mode = "dynamic"
+    """quantize_dynamic on the Linear/LSTM/GRU layers outside the skip list."""
+
+    traits = mode_traits("dynamic")
+
+    @property
+    def mode(self) -> str:
+        return self.traits.mode
 
     def preflight(self, inp: FlowInput) -> list[str]:
         if not _targets(inp):
@@ -127,19 +135,19 @@ class Dynamic:
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
         s = inp.recipe.settings
-        torch.backends.quantized.engine = s.backend
-        spec = _targets(inp)
-        yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
-        start = time.perf_counter()
-        model = copy.deepcopy(inp.model).eval()
-        if conv1d_as_linear(model):
-            spec = _targets(inp, model)  # the Conv1Ds are Linears now: Linear's qconfig (per-channel) applies
-        with refusals("quantize_dynamic", model):
-            quantized = quantize_dynamic(model, qconfig_spec=spec, inplace=True)
-        if not reduce_range(s, dynamic=True):
-            _full_range_activations(quantized)
-        yield Progress("quantize", 1, 1)
-        seconds = time.perf_counter() - start
-        if any(isinstance(m, nn.TransformerEncoderLayer) for m in quantized.modules()):
-            return QuantizedModel(NoFastPath(quantized).eval(), inp.model, "dynamic", "model.", 0.0, seconds)
-        return QuantizedModel(quantized.eval(), inp.model, "dynamic", "", 0.0, seconds)
+        with quantized_engine(s.backend):
+            spec = _targets(inp)
+            yield Progress("quantize", 0, 1, f"quantizing {len(spec)} modules' weights ({s.dynamic_dtype})")
+            start = time.perf_counter()
+            model = copy.deepcopy(inp.model).eval()
+            if conv1d_as_linear(model):
+                spec = _targets(inp, model)  # the Conv1Ds are Linears now: Linear's qconfig (per-channel) applies
+            with refusals("quantize_dynamic", model):
+                quantized = quantize_dynamic(model, qconfig_spec=spec, inplace=True)
+            if not reduce_range(s, dynamic=True):
+                _full_range_activations(quantized)
+            yield Progress("quantize", 1, 1)
+            seconds = time.perf_counter() - start
+        wrapped = any(isinstance(m, nn.TransformerEncoderLayer) for m in quantized.modules())
+        module, prefix = (NoFastPath(quantized), "model.") if wrapped else (quantized, "")
+        return QuantizedModel(module.eval(), inp.model, self.mode, s.backend, prefix, 0.0, seconds)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import operator
 import os
-import time
 from collections.abc import Generator
 
 import torch
@@ -31,19 +30,12 @@ from torch.ao.quantization import DeQuantStub, QuantStub, QuantWrapper, convert,
 
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError, QStudioError
-from qstudio.core.flows.base import (
-    ISLAND_ATTR,
-    FlowInput,
-    QuantizedModel,
-    calibrate,
-    check_memory,
-    convert_step,
-    forward_error,
-    refusal,
-    refusals,
-)
+from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory, convert_step, quantized_engine
+from qstudio.core.flows.failures import forward_error, refusal, refusals
+from qstudio.core.flows.names import ISLAND_ATTR, user_name
 from qstudio.core.flows.qconfig import PER_TENSOR_ONLY, per_tensor_note, qconfig, weight_is_per_channel
-from qstudio.core.flows.training import train_fake_quant
+from qstudio.core.flows.training import calibrate_or_train
+from qstudio.core.flows.traits import ModeTraits, mode_traits
 from qstudio.core.fusion import apply_fusion
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import QuantSettings
@@ -243,7 +235,11 @@ def _check_int_input(inp: FlowInput) -> None:
 
 def dry_run(inp: FlowInput) -> None:
     """Quantize a copy with one calibration batch and run it: the only sure test for eager mode."""
-    torch.backends.quantized.engine = inp.recipe.settings.backend
+    with quantized_engine(inp.recipe.settings.backend):
+        _dry_run(inp)
+
+
+def _dry_run(inp: FlowInput) -> None:
     prepared, prefix = _prepare_static(inp, qat=False)
     hints = _hints(inp.model)
     try:
@@ -277,9 +273,8 @@ def _explain(exc: BaseException, inp: FlowInput, tracker: _ModuleTracker, prefix
     """Raise the FlowError for a model that fails to run once converted."""
     where = graphs.user_frame(exc)
     module = next((n for n in reversed(tracker.stack) if n), "")
-    if prefix and not module.startswith(prefix):
-        module = ""  # one of the stubs qstudio put around the model
-    module = ".".join(p for p in module[len(prefix) :].split(".") if p != ISLAND_ATTR)
+    # outside the prefix: one of the stubs qstudio put around the model
+    module = "" if prefix and not module.startswith(prefix) else user_name(module, prefix)
     found = blockers(inp.model, set(inp.recipe.settings.skip))
     listing = (
         f"; eager mode cannot run tensor arithmetic between quantized modules, found at {', '.join(found[:3])}"
@@ -312,8 +307,14 @@ def _convert(prepared: nn.Module) -> nn.Module:
     return convert(prepared, inplace=True)
 
 
-class EagerPTQ:
-    mode = "eager"
+class EagerFlow:
+    """Eager mode; what PTQ and QAT do differently is in the class's ``traits`` (calibrate, or train)."""
+
+    traits: ModeTraits
+
+    @property
+    def mode(self) -> str:
+        return self.traits.mode
 
     def preflight(self, inp: FlowInput) -> list[str]:
         _check_int_input(inp)
@@ -322,50 +323,40 @@ class EagerPTQ:
         return []
 
     def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        s = inp.recipe.settings
-        torch.backends.quantized.engine = s.backend
-        yield Progress("prepare", 0, 1, "fusing, adding QuantStub/DeQuantStub and observers")
-        notes: list[str] = []
-        prepared, prefix = _prepare_static(inp, qat=False, notes=notes)
-        yield Progress("prepare", 1, 1)
-        seconds = yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches, prefix=prefix)
-        return (
-            yield from convert_step(
-                prepared, _convert, "eager", prefix, seconds, hints=_hints(inp.model), notes=notes, no_skip=_RECURRENT
-            )
+        qat = self.traits.trains
+        what = (
+            "fusing for QAT, adding stubs and fake-quant"
+            if qat
+            else "fusing, adding QuantStub/DeQuantStub and observers"
         )
-
-
-class EagerQAT:
-    mode = "qat"
-
-    def preflight(self, inp: FlowInput) -> list[str]:
-        _check_int_input(inp)
-        dry_run(inp)
-        check_memory(inp)
-        return []
-
-    def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        s = inp.recipe.settings
-        torch.backends.quantized.engine = s.backend
-        assert inp.train is not None
-        yield Progress("prepare", 0, 1, "fusing for QAT, adding stubs and fake-quant")
-        notes: list[str] = []
-        prepared, prefix = _prepare_static(inp, qat=True, notes=notes)
-        yield Progress("prepare", 1, 1)
-        start = time.perf_counter()
-        history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval, prefix=prefix)
-        seconds = time.perf_counter() - start
-        return (
-            yield from convert_step(
-                prepared,
-                _convert,
-                "qat",
-                prefix,
-                seconds,
-                history,
-                hints=_hints(inp.model),
-                notes=notes,
-                no_skip=_RECURRENT,
+        with quantized_engine(inp.recipe.settings.backend):
+            yield Progress("prepare", 0, 1, what)
+            notes: list[str] = []
+            prepared, prefix = _prepare_static(inp, qat=qat, notes=notes)
+            yield Progress("prepare", 1, 1)
+            seconds, history = yield from calibrate_or_train(prepared, inp, prefix=prefix)
+            return (
+                yield from convert_step(
+                    prepared,
+                    _convert,
+                    inp,
+                    prefix,
+                    seconds,
+                    history,
+                    hints=_hints(inp.model),
+                    notes=notes,
+                    no_skip=_RECURRENT,
+                )
             )
-        )
+
+
+class EagerPTQ(EagerFlow):
+    """Post-training static quantization: stubs, prepare, calibrate, convert."""
+
+    traits = mode_traits("eager")
+
+
+class EagerQAT(EagerFlow):
+    """Quantization-aware training: stubs, prepare_qat, train with fake quantization, convert."""
+
+    traits = mode_traits("qat")

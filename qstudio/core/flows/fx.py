@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from collections.abc import Generator, Iterator
 
 import torch
@@ -24,10 +23,12 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 from qstudio.core import graph as graphs
 from qstudio.core.errors import FlowError
 from qstudio.core.flows import regions
-from qstudio.core.flows.base import FlowInput, QuantizedModel, calibrate, check_memory, convert_step, refusal, refusals
+from qstudio.core.flows.base import FlowInput, QuantizedModel, check_memory, convert_step, quantized_engine
 from qstudio.core.flows.dynamic import conv1d_as_linear
+from qstudio.core.flows.failures import refusal, refusals
 from qstudio.core.flows.qconfig import per_tensor_fallbacks, per_tensor_note, qconfig_mapping
-from qstudio.core.flows.training import train_fake_quant
+from qstudio.core.flows.training import calibrate_or_train
+from qstudio.core.flows.traits import ModeTraits, mode_traits
 from qstudio.core.fusion import apply_fusion
 from qstudio.core.progress import Progress
 
@@ -223,8 +224,14 @@ def _notes(inp: FlowInput) -> list[str]:
     return [per_tensor_note(fallbacks)] if fallbacks else []
 
 
-class FxPTQ:
-    mode = "fx"
+class FxFlow:
+    """FX graph mode; what PTQ and QAT do differently is in the class's ``traits`` (calibrate, or train)."""
+
+    traits: ModeTraits
+
+    @property
+    def mode(self) -> str:
+        return self.traits.mode
 
     def preflight(self, inp: FlowInput) -> list[str]:
         check_memory(inp)  # a model FX cannot trace is planned around (black boxes) when the run prepares it
@@ -234,57 +241,36 @@ class FxPTQ:
         return _releasing(self._run(inp))
 
     def _run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        s = inp.recipe.settings
-        torch.backends.quantized.engine = s.backend
-        model = _fuse(inp, qat=False)
-        ready = yield from _prepare_model(inp, model, qat=False)
-        yield Progress("prepare", 1, 1)
-        seconds = yield from calibrate(ready.module, inp.calib, s.batch_size, s.calib_batches)
-        return (
-            yield from convert_step(
-                ready.module,
-                ready.convert,
-                "fx",
-                "",
-                seconds,
-                label=CONVERT_LABEL,
-                step="convert_fx",
-                notes=[*ready.notes(), *_notes(inp)],
+        qat = self.traits.trains
+        with quantized_engine(inp.recipe.settings.backend):
+            model = _fuse(inp, qat=qat)
+            if qat:
+                model.train()
+            ready = yield from _prepare_model(inp, model, qat=qat)
+            yield Progress("prepare", 1, 1)
+            seconds, history = yield from calibrate_or_train(ready.module, inp)
+            return (
+                yield from convert_step(
+                    ready.module,
+                    ready.convert,
+                    inp,
+                    "",
+                    seconds,
+                    history,
+                    label=CONVERT_LABEL,
+                    step="convert_fx",
+                    notes=[*ready.notes(), *_notes(inp)],
+                )
             )
-        )
 
 
-class FxQAT:
-    mode = "qat"
+class FxPTQ(FxFlow):
+    """Post-training static quantization: prepare_fx, calibrate, convert_fx."""
 
-    def preflight(self, inp: FlowInput) -> list[str]:
-        check_memory(inp)  # a model FX cannot trace is planned around (black boxes) when the run prepares it
-        return []
+    traits = mode_traits("fx")
 
-    def run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        return _releasing(self._run(inp))
 
-    def _run(self, inp: FlowInput) -> Generator[Progress, None, QuantizedModel]:
-        s = inp.recipe.settings
-        torch.backends.quantized.engine = s.backend
-        assert inp.train is not None
-        model = _fuse(inp, qat=True)
-        model.train()
-        ready = yield from _prepare_model(inp, model, qat=True)
-        yield Progress("prepare", 1, 1)
-        start = time.perf_counter()
-        history = yield from train_fake_quant(ready.module, inp.train, inp.recipe.qat, inp.eval)
-        seconds = time.perf_counter() - start
-        return (
-            yield from convert_step(
-                ready.module,
-                ready.convert,
-                "qat",
-                "",
-                seconds,
-                history,
-                label=CONVERT_LABEL,
-                step="convert_fx",
-                notes=[*ready.notes(), *_notes(inp)],
-            )
-        )
+class FxQAT(FxFlow):
+    """Quantization-aware training: prepare_qat_fx, train with fake quantization, convert_fx."""
+
+    traits = mode_traits("qat")

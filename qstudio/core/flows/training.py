@@ -1,7 +1,11 @@
-"""The fake-quant training loop shared by eager and FX quantization-aware training."""
+"""The step where PTQ and QAT differ (calibrate, or train with fake quantization) and QAT's training loop.
+
+Shared by eager and FX: :func:`calibrate_or_train` asks the mode's traits which one the run does.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 
 import torch
@@ -11,7 +15,8 @@ from torch.ao.quantization import disable_observer
 
 from qstudio.core.data import Dataset
 from qstudio.core.errors import FlowError
-from qstudio.core.flows.base import EpochStats, forward_error
+from qstudio.core.flows.base import EpochStats, FlowInput, calibrate
+from qstudio.core.flows.failures import forward_error
 from qstudio.core.progress import Progress
 from qstudio.core.recipe import QATSettings
 from qstudio.core.tensors import first_tensor
@@ -66,21 +71,20 @@ def train_fake_quant(
                 loss = loss_fn(out, y)
             except Exception as exc:
                 raise forward_error(exc, prepared, "train", epoch * steps + i + 1, total, *where) from exc
+            value = loss.detach().item()
             if not torch.isfinite(loss):
                 raise FlowError(
-                    f"training loss became {float(loss)} in epoch {epoch + 1}", "lower the learning rate (qat.lr)"
+                    f"training loss became {value} in epoch {epoch + 1}", "lower the learning rate (qat.lr)"
                 )
             try:
                 loss.backward()
             except Exception as exc:
                 raise forward_error(exc, prepared, "train", epoch * steps + i + 1, total, *where) from exc
             optimizer.step()
-            running += float(loss) * len(y)
+            running += value * len(y)
             correct += int((out.argmax(-1) == y).sum())
             seen += len(y)
-            yield Progress(
-                "train", epoch * steps + i + 1, total, f"epoch {epoch + 1}/{cfg.epochs}", {"loss": float(loss)}
-            )
+            yield Progress("train", epoch * steps + i + 1, total, f"epoch {epoch + 1}/{cfg.epochs}", {"loss": value})
         prepared.eval()
         eval_acc = accuracy(prepared, evaluate) if evaluate is not None and evaluate.labels is not None else None
         stats = EpochStats(epoch + 1, running / seen, correct / seen, eval_acc)
@@ -91,3 +95,16 @@ def train_fake_quant(
         yield Progress("train", (epoch + 1) * steps, total, f"epoch {epoch + 1} done", metrics)
     prepared.eval()
     return history
+
+
+def calibrate_or_train(
+    prepared: nn.Module, inp: FlowInput, *, prefix: str = ""
+) -> Generator[Progress, None, tuple[float, list[EpochStats]]]:
+    """Calibrate the observers (PTQ) or train the fake-quant model (QAT); returns the seconds it took and the epochs."""
+    if not inp.traits.trains:
+        s = inp.recipe.settings
+        return (yield from calibrate(prepared, inp.calib, s.batch_size, s.calib_batches, prefix=prefix)), []
+    assert inp.train is not None  # run_data loads training data for a mode that trains
+    start = time.perf_counter()
+    history = yield from train_fake_quant(prepared, inp.train, inp.recipe.qat, inp.eval, prefix=prefix)
+    return time.perf_counter() - start, history

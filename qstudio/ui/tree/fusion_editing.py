@@ -13,6 +13,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QPushButton
 
+from qstudio.core.flows import mode_traits
 from qstudio.core.tree import ModuleNode
 from qstudio.ui.controller import describe_error
 
@@ -202,8 +203,8 @@ class FusionEditingMixin:
         n = len(session.groups)
         how = "edited" if session.recipe.fusion is not None else session.group_method
         text = f"{n} fusion group{'' if n == 1 else 's'}" + (f" ({how})" if how else "")
-        if session.recipe.mode == "dynamic":
-            text += ", unused in dynamic mode"
+        if not mode_traits(session.recipe.mode).fuses:
+            text += f", unused in {session.recipe.mode} mode"
         self.summary_label.setText(text)
         self.notes_label.setText("\n".join(session.group_notes))
         self.notes_label.setVisible(bool(session.group_notes))
