@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,18 @@ log = logging.getLogger(__name__)
 
 #: narrows the default comparison set on a machine (a comma list of runtime names; empty: torch only)
 RUNTIMES_ENV = "QSTUDIO_RUNTIMES"
+
+
+class _BuildFolder:
+    """A private temporary folder removed (silently, at the latest at exit) when the last artifact holding it goes."""
+
+    def __init__(self) -> None:
+        self.name = tempfile.mkdtemp(prefix="qstudio-runtimes-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.name, True)
+
+
+#: build folders of artifacts that cannot hold a reference to theirs
+_KEPT_FOLDERS: list[_BuildFolder] = []
 #: the rows the pipeline measures itself, by label
 EAGER_FP32, SCRIPT_FP32, SCRIPT_INT8 = "FP32 eager", "FP32 TorchScript", "INT8"
 
@@ -118,27 +132,31 @@ def build_artifacts(
         jobs += [(name, p, runtime) for p in runtime.precisions()]
     artifacts: dict[str, Artifact] = {}
     seconds: dict[str, float] = {}
-    refused: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="qstudio-runtimes-") as tmp:
-        for i, (name, precision, runtime) in enumerate(jobs):
-            yield Progress("runtimes", i, len(jobs), f"building {runtime.title} {precision.upper()}")
-            if name in refused:
-                continue
-            inp.workdir = Path(tmp) / f"{name}-{precision}"
-            inp.workdir.mkdir()
-            start = time.perf_counter()
-            try:
-                art = runtime.build(inp, precision)
-            except RuntimeUnavailable as exc:
-                skipped.append(f"{runtime.title} {precision.upper()}: skipped, {exc}")
-                continue
-            except Exception as exc:  # a runtime's own bug must not lose the run; say what it was
-                log.info("%s %s failed", name, precision, exc_info=True)
-                skipped.append(f"{runtime.title} {precision.upper()}: skipped, it failed with {first_line(exc)}")
-                continue
-            seconds[art.label] = time.perf_counter() - start
-            artifacts[art.label] = art
-        yield Progress("runtimes", len(jobs), len(jobs))
+    # artifacts may keep files there (OpenVINO serializes once, then saves copies): the folder lives as long as
+    # the artifacts that hold it, and is removed with the last of them
+    folder = _BuildFolder()
+    tmp = folder.name
+    for i, (name, precision, runtime) in enumerate(jobs):
+        yield Progress("runtimes", i, len(jobs), f"building {runtime.title} {precision.upper()}")
+        inp.workdir = Path(tmp) / f"{name}-{precision}"
+        inp.workdir.mkdir()
+        start = time.perf_counter()
+        try:
+            art = runtime.build(inp, precision)
+        except RuntimeUnavailable as exc:
+            skipped.append(f"{runtime.title} {precision.upper()}: skipped, {exc}")
+            continue
+        except Exception as exc:  # a runtime's own bug must not lose the run; say what it was
+            log.info("%s %s failed", name, precision, exc_info=True)
+            skipped.append(f"{runtime.title} {precision.upper()}: skipped, it failed with {first_line(exc)}")
+            continue
+        seconds[art.label] = time.perf_counter() - start
+        try:
+            art._qstudio_workdir = folder  # type: ignore[attr-defined]
+        except AttributeError:  # a slotted artifact: keep the folder until the process ends
+            _KEPT_FOLDERS.append(folder)
+        artifacts[art.label] = art
+    yield Progress("runtimes", len(jobs), len(jobs))
     return artifacts, skipped, seconds
 
 

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from qstudio.core import benchmark as bench
-from qstudio.core import compare, fusion, torchscript, verdicts
+from qstudio.core import compare, deploy, fusion, torchscript, verdicts
 from qstudio.core.child_benchmark import benchmark_in_child
 from qstudio.core.environment import check_backend, environment_info
-from qstudio.core.errors import Cancelled, FlowError, QStudioError
+from qstudio.core.errors import Cancelled, ExportError, FlowError, QStudioError
 from qstudio.core.export import DEFAULT_ATOL, ExportInfo, export_torchscript
 from qstudio.core.flows import FlowInput, QuantizedModel, get_flow, mode_traits
 from qstudio.core.flows.base import forward_error
@@ -37,6 +37,7 @@ from qstudio.core.progress import PLAN, Progress
 from qstudio.core.recipe import Recipe
 from qstudio.core.run_data import RunData, check_data_fits, input_dtype_for, input_shape_for, load_run_data, vocab_size
 from qstudio.core.run_result import Measurement, RunResult, SkipWorstOutcome
+from qstudio.core.runtimes import BuildInput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,10 +175,30 @@ def run_recipe(
     int8_script, _method = torchscript.to_torchscript(q.module, example)
     yield Progress("script", 2, 2)
 
-    # Interleaved, so a change in machine load during the benchmark moves all three alike.
-    contenders = {"FP32 eager": model, "INT8": int8_script}
-    if fp32_script is not None:
-        contenders["FP32 TorchScript"] = fp32_script
+    # the other runtimes, built from the same model, calibration samples and float layers, then evaluated
+    artifacts: dict[str, Any] = {}
+    runtime_notes: list[str] = []
+    build_seconds: dict[str, float] = {}
+    runtime_evals: dict[str, compare.Evaluation] = {}
+    names = deploy.runtimes_to_measure(recipe)
+    if names or fp32_script is not None:
+        if names:
+            s = final_recipe.settings
+            threads = recipe.benchmark.threads or torch.get_num_threads()
+            inp = BuildInput(
+                model, example, data.calib, s.calib_batches, s.batch_size, list(s.skip), groups, q.module, threads
+            )
+            artifacts, runtime_notes, build_seconds = yield from deploy.build_artifacts(names, inp)
+        checked = {**({deploy.SCRIPT_FP32: fp32_script} if fp32_script is not None else {}), **artifacts}
+        runtime_evals, failed = yield from deploy.evaluate_artifacts(model, checked, data.eval)
+        runtime_notes += failed
+        artifacts = {k: v for k, v in artifacts.items() if k in runtime_evals}
+
+    # Interleaved, so a change in machine load during the benchmark moves all of them alike.
+    contenders = {deploy.EAGER_FP32: model, deploy.SCRIPT_INT8: int8_script}
+    if fp32_script is not None and deploy.SCRIPT_FP32 in runtime_evals:
+        contenders[deploy.SCRIPT_FP32] = fp32_script
+    contenders.update(artifacts)
     latencies, timing = yield from _guarded(
         # in a fresh child process, as a deployment runs them; in this one (with a note) when they cannot be rebuilt
         benchmark_in_child(
@@ -194,15 +215,36 @@ def run_recipe(
         max(recipe.benchmark.batch_sizes),
         "benchmark.batch_sizes",
     )
-    fp32_lat, int8_lat = latencies["FP32 eager"], latencies["INT8"]
-    deploy_lat = latencies.get("FP32 TorchScript", [])
+    fp32_lat, int8_lat = latencies[deploy.EAGER_FP32], latencies[deploy.SCRIPT_INT8]
+    deploy_lat = latencies.get(deploy.SCRIPT_FP32, [])
+    fp32_size, int8_size = bench.model_size_mb(model), bench.model_size_mb(int8_script)
+    figures = [deploy.figure("eager", "fp32", deploy.EAGER_FP32, fp32_lat, fp32_size, None)]
+    figures[0].accuracy = evaluation.fp32_accuracy
+    if deploy_lat:
+        ev = runtime_evals[deploy.SCRIPT_FP32]
+        figures.append(deploy.figure("torchscript", "fp32", "frozen TorchScript FP32", deploy_lat, fp32_size, ev))
+    figures.append(deploy.figure("torchscript", "int8", "TorchScript INT8 (torch.ao)", int8_lat, int8_size, evaluation))
+    for label, art in artifacts.items():
+        figures.append(
+            deploy.figure(
+                art.runtime,
+                art.precision,
+                label,
+                latencies[label],
+                art.size_mb,
+                runtime_evals[label],
+                build_seconds=build_seconds.get(label, 0.0),
+                notes=list(art.notes),
+            )
+        )
+    target, target_note = deploy.choose_target(figures, recipe.deploy.target, recipe.deploy.max_drop)
 
     result = RunResult(
         recipe=recipe,
         model_name=loaded.name,
-        fp32=Measurement(evaluation.fp32_accuracy, bench.model_size_mb(model), fp32_lat),
+        fp32=Measurement(evaluation.fp32_accuracy, fp32_size, fp32_lat),
         fp32_deploy=deploy_lat,
-        int8=Measurement(evaluation.int8_accuracy, bench.model_size_mb(int8_script), int8_lat),
+        int8=Measurement(evaluation.int8_accuracy, int8_size, int8_lat),
         evaluation=evaluation,
         layers=layers,
         coverage=cov,
@@ -220,6 +262,11 @@ def run_recipe(
         example=example,
         check_input=data.eval.sample(4),
         timing=timing,
+        runtimes=figures,
+        runtime_notes=runtime_notes,
+        target=target,
+        target_note=target_note,
+        artifacts=artifacts,
     )
     if export is not None:
         yield Progress("export", 0, 1, f"writing {export}")
@@ -237,16 +284,44 @@ def run_recipe(
 
 
 def export_result(
-    result: RunResult, path: str | Path, *, atol: float = DEFAULT_ATOL, method: str = "auto"
+    result: RunResult,
+    path: str | Path,
+    *,
+    atol: float = DEFAULT_ATOL,
+    method: str = "auto",
+    target: str | None = None,
 ) -> ExportInfo:
-    """Export a finished run's INT8 model as verified TorchScript.
+    """Export a finished run's INT8 model, verified by reloading it in the runtime that will run it.
 
-    The file must reproduce a second batch of other samples too, not only the
-    traced example: a trace that baked in the example's shapes cannot pass.
+    ``target`` is a runtime name (``onnx``, ``openvino``, ...) measured in
+    this run, else the run's own target (``deploy.target``, ``auto``
+    resolved); TorchScript is torch.ao's model, the default.  The file must
+    reproduce a second batch of other samples too, not only the example: a
+    trace that baked in the example's shapes cannot pass.
     """
     if result.quantized is None or result.example is None:
         raise FlowError("this run has no quantized model in memory", "run the quantization again, then export")
     checks = [result.check_input] if result.check_input is not None else []
+    row = (
+        result.deployed
+        if target is None
+        else next((f for f in result.runtimes if f.name == target and f.precision == "int8"), None)
+    )
+    if target is not None and target != "torchscript" and row is None:
+        measured = sorted({f.name for f in result.runtimes if f.precision == "int8"})
+        raise ExportError(
+            f"no INT8 {target} model was measured in this run",
+            f"export one of: {', '.join(measured)}; or run again with --target {target}",
+        )
+    if row is None and result.recipe.deploy.target not in ("torchscript", "auto"):
+        raise ExportError(
+            f"the {result.recipe.deploy.target} target could not be built in this run ({result.target_note})",
+            "see the skipped runtimes in the run's notes; export with --target torchscript instead",
+        )
+    if row is not None and row.name != "torchscript":
+        info = deploy.export_artifact(result.artifacts[row.label], path, result.example, checks, atol)
+        result.export = info
+        return info
     info = export_torchscript(
         result.quantized.module, path, result.example, atol=atol, check_inputs=checks, method=method
     )
@@ -307,6 +382,10 @@ def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple
         evaluate,
         layers,
         ("script", 40.0),
+        (
+            "runtimes",
+            150.0 * len(deploy.runtimes_to_measure(recipe)) + 2 * _calls(data.eval.num_batches(eval_bs), eval_bs),
+        ),
         ("benchmark", sum(3 * (b.warmup + b.iters) * _calls(1, n) for n in b.batch_sizes)),
     ]
     if export:
