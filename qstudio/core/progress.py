@@ -62,6 +62,7 @@ STAGE_LABELS = {
     "evaluate": "Evaluating",
     "compare layers": "Comparing layers",
     "script": "Scripting",
+    "runtimes": "Building runtimes",
     "benchmark": "Benchmarking",
     "export": "Exporting",
 }

@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 
 from qstudio.core.errors import ExportError
 from qstudio.core.fileio import atomic_write_bytes
+from qstudio.core.flows import mode_traits
 from qstudio.core.formatting import (
     fmt_db,
     fmt_ms,
@@ -130,6 +131,7 @@ def render_report(result: RunResult, *, generated: datetime | None = None) -> st
         "environment": [(str(k), "" if v is None else str(v)) for k, v in result.environment.items()],
         "recipe_toml": _recipe_toml(result),
         "palette": PALETTE,
+        "traits": mode_traits(result.recipe.mode),
         "runtimes": runtime_rows(result),
         "runtime_sizes": runtime_batch_sizes(result),
         "runtimes_labelled": any(f.accuracy is not None for f in result.runtimes),

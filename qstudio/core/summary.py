@@ -144,7 +144,7 @@ def headline(result: RunResult) -> str:
     speed = result.speedup
     int8_first = _smallest(result.int8.latency)
     best, deployed, vs_best = result.fp32_best, result.deployed, result.speedup_vs_fp32_best
-    if vs_best and best is not None and deployed is not None and best.name != "eager":
+    if vs_best and best is not None and deployed is not None and best.name not in ("eager", "torchscript"):
         # the stakeholder's figure: the exported model against the fastest true-FP32 runtime, named
         clause = f"{speed_phrase(vs_best)} than {best.label}, the fastest FP32 measured"
         if deployed.latency_ms and result.fp32.latency_ms:
