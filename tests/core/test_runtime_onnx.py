@@ -22,7 +22,8 @@ from qstudio.core.errors import ExportError
 from qstudio.core.progress import run
 from qstudio.core.recipe import DataSource
 from qstudio.core.runtimes import BuildInput, RuntimeUnavailable, get_runtime
-from qstudio.core.runtimes.onnx_runtime import OnnxRuntime, export_onnx, float_nodes, node_modules, session
+from qstudio.core.runtimes.onnx_names import float_nodes, node_modules
+from qstudio.core.runtimes.onnx_runtime import OnnxRuntime, export_onnx, session
 
 onnx = pytest.importorskip("onnx", reason="the ONNX Runtime target needs the runtimes extra (onnx, onnxruntime)")
 pytest.importorskip("onnxruntime", reason="the ONNX Runtime target needs the runtimes extra (onnx, onnxruntime)")
