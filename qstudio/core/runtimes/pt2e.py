@@ -24,15 +24,12 @@ between calls as torch's does.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import logging
 import os
 import shutil
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,80 +38,13 @@ from torch import nn
 
 from qstudio.core.fileio import atomic_write_bytes
 from qstudio.core.runtimes.base import Artifact, BuildInput, RuntimeUnavailable, first_line, package_missing
+from qstudio.core.runtimes.pt2e_settings import _compiling, _quiet, _threads, _torchao
 
 TITLE = "PT2E (torch.compile)"
 WARMUP_BATCHES = (1, 8)  # compiled at build: batch 1 gets its own graph, 8 the dynamic one every batch >= 2 reuses
 _CHATTY = ("torch._dynamo", "torch._inductor", "torch._export", "torch.export", "torch.fx", "torch.utils", "torchao")
 _WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")
 log = logging.getLogger(__name__)
-
-
-# -- quiet, scoped third-party state ----------------------------------------------------
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide dynamo's/inductor's warnings and log chatter; errors still raise and ERROR records still print."""
-    saved = {name: logging.getLogger(name).level for name in _CHATTY}
-    with warnings.catch_warnings():
-        for category in (UserWarning, FutureWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=category, module=r"(torch|torchao)(\..*)?$")
-        try:
-            for name in saved:
-                logging.getLogger(name).setLevel(logging.ERROR)
-            yield
-        finally:
-            for name, level in saved.items():
-                logging.getLogger(name).setLevel(level)
-
-
-@functools.cache
-def _torchao() -> dict[str, Any]:
-    """Import torchao's PT2E pieces once.
-
-    Importing the X86 quantizer registers its inductor patterns (only active
-    with freezing) and sets ``torch._inductor.config.pre_grad_custom_pass``
-    globally; that one is put back and set only while we compile.
-    """
-    import torch._inductor.config as inductor_config
-
-    before = inductor_config.pre_grad_custom_pass
-    try:
-        with _quiet():
-            from torchao.quantization.pt2e.inductor_passes.x86 import quant_lift_up
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-                X86InductorQuantizer,
-                get_default_x86_inductor_quantization_config,
-            )
-    finally:
-        inductor_config.pre_grad_custom_pass = before
-    config = get_default_x86_inductor_quantization_config
-    return {"prepare": prepare_pt2e, "convert": convert_pt2e, "quantizer": X86InductorQuantizer, "config": config,
-            "lift_up": quant_lift_up}  # fmt: skip
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """``n`` intra-op threads inside (dynamo guards on the count; inductor writes it into its kernels)."""
-    before = torch.get_num_threads()
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if before != n:
-            torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _compiling(precision: str) -> Iterator[None]:
-    """Inductor's settings for our graphs, only while dynamo traces and inductor compiles them."""
-    import torch._inductor.config as inductor_config
-
-    patch: dict[str, Any] = {"freezing": True}  # weights become constants: oneDNN prepacks them, q/dq fold away
-    if precision == "int8":
-        patch["pre_grad_custom_pass"] = _torchao()["lift_up"]
-    with _quiet(), inductor_config.patch(patch), torch.no_grad():
-        yield
 
 
 # -- export -----------------------------------------------------------------------------
