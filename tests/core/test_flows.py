@@ -229,7 +229,9 @@ def test_fx_runs_leave_no_observed_model_alive(demo, mode):
         for _ in range(2)
     ]
     gc.collect()
-    observed = [m for m in gc.get_objects() if isinstance(m, (ObserverBase, FakeQuantizeBase))]
+    # type(), not isinstance(): isinstance reads __class__, and some of the process's objects (torch.distributed's
+    # deprecated reduce_op) warn when any attribute of theirs is read
+    observed = [m for m in gc.get_objects() if issubclass(type(m), (ObserverBase, FakeQuantizeBase))]
     assert observed == [], f"{len(observed)} observers still alive after {len(results)} runs"
 
 
