@@ -8,12 +8,14 @@ Writes, at 1280x800 (the README links these four):
     during-run.png          taken while calibration is going (one bar for the whole run, "Calibrating · n%")
     results.png             after an FX run: cards, latency chart, tree with SQNR
     layer-error.png         the same, "Per-layer error" tab, the worst layer selected
+    runtimes.png            the same, "Runtimes" tab: every runtime and precision side by side
 
 and, to check the layout on smaller and other screens:
 
     dynamic-1280x800.png    after a Dynamic run (warnings banner, mostly float layers)
     results-1024x700.png    after an FX run at 1024x700
     layer-error-1024x700.png
+    runtimes-1024x700.png
     dynamic-1024x700.png    after a Dynamic run at 1024x700
 
 The window is built with ``create_main_window`` (what the ``qstudio`` command
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             window.tree_panel.select_module(window.controller.session.last.layers[0].name)  # the worst layer
             settle()
             grab(window, size, f"layer-error{suffix}")
+            show_tab(window, "Runtimes")
+            grab(window, size, f"runtimes{suffix}")
             show_tab(window, "Latency")
         if size == LARGE and not during["taken"]:
             problems.append("no during-run screenshot: calibration was too quick to catch; raise --calib-batches")

@@ -399,3 +399,38 @@ def test_seed_flow_torchvision_quantizable_resnet18_in_eager_mode(qtbot, window,
     result = run_to_end(qtbot, window, timeout=300_000)
     assert result.recipe.mode == "eager" and len(result.coverage.quantized_layers) >= 20
     export_through_button(qtbot, window, monkeypatch, tmp_path / "qresnet18.pt")
+
+
+def test_every_runtime_side_by_side_and_exported_from_the_window(qtbot, window, tmp_path, monkeypatch):
+    """Run the demo with ONNX Runtime and OpenVINO measured too; read the Runtimes tab; export OpenVINO's INT8 model."""
+    from PySide6.QtWidgets import QLabel, QTableWidget
+
+    from qstudio.core.runtimes import get_runtime
+
+    monkeypatch.setenv("QSTUDIO_RUNTIMES", "onnx,openvino")
+    result = run_to_end(qtbot, window, timeout=600_000)
+    names = {(f.name, f.precision) for f in result.runtimes}
+    assert {("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")} <= names, result.runtime_notes
+    table = window.findChild(QTableWidget, "runtimesTable")
+    assert table.rowCount() == len(result.runtimes)
+    labels = [table.item(r, 0).text() for r in range(table.rowCount())]
+    best = result.fp32_best
+    assert any(text.startswith(best.label) and "baseline" in text for text in labels), labels
+    note = window.findChild(QLabel, "runtimesNote")
+    assert best.label in note.text()
+    chart = window.results_panel.runtimes_tab.chart
+    assert set(chart.widths()) == {f.label for f in result.runtimes if f.latency_ms}
+    # File > Export INT8 model: the dialog offers every INT8 runtime measured; choosing OpenVINO's writes .xml + .bin
+    offered: list[str] = []
+
+    def dialog(_parent, _title, _name, filters):
+        offered.extend(filters.split(";;"))
+        return str(tmp_path / "digits"), next(f for f in offered if f.startswith(get_runtime("openvino").title))
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    window.act_export.trigger()
+    qtbot.waitUntil(lambda: (tmp_path / "digits.xml").exists() and not window.controller.busy, timeout=180_000)
+    assert (tmp_path / "digits.bin").stat().st_size > 0
+    assert {f.split(" INT8")[0] for f in offered} >= {"TorchScript", "ONNX Runtime", "OpenVINO"}
+    assert window.errors.box is None or not window.errors.box.isVisible()
+    assert_usable(window)

@@ -28,7 +28,15 @@ from PySide6.QtWidgets import (
 
 from qstudio.core.recipe import DataSource
 from qstudio.ui import create_main_window
-from qstudio.ui.results_panel import CARD_NAMES, TAB_HISTORY, TAB_LATENCY, TAB_LAYERS, TAB_TRAINING, FitLabel
+from qstudio.ui.results_panel import (
+    CARD_NAMES,
+    TAB_HISTORY,
+    TAB_LATENCY,
+    TAB_LAYERS,
+    TAB_RUNTIMES,
+    TAB_TRAINING,
+    FitLabel,
+)
 from qstudio.ui.tree_model import Column
 
 FAST = ["--calib-batches", "2", "--iters", "3"]
@@ -188,7 +196,7 @@ def check_results(window) -> None:
     assert_fits_the_screen(window)
     assert_cards_readable(window)
     tabs = panel.tabs
-    for index in (TAB_LATENCY, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY):
+    for index in (TAB_LATENCY, TAB_RUNTIMES, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY):
         if not tabs.isTabEnabled(index):
             continue
         tabs.setCurrentIndex(index)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QVBoxLayou
 from qstudio.core.formatting import fmt_ms, fmt_pct, fmt_ratio
 from qstudio.core.latency_figures import runtime_batch_sizes, runtime_rows
 from qstudio.ui.charts.runtimes_chart import RuntimesChart
-from qstudio.ui.results.widgets import fit_table_height, header_tips, item, make_table
+from qstudio.ui.results.widgets import ROW_HEIGHT, header_tips, item, make_table
 
 if TYPE_CHECKING:
     from qstudio.core.pipeline import RunResult
@@ -24,12 +24,12 @@ class RuntimesTab(QWidget):
         v = QVBoxLayout(self)
         v.setContentsMargins(4, 4, 4, 4)
         self.chart = RuntimesChart()
-        v.addWidget(self.chart, 1)
+        v.addWidget(self.chart, 3)
         self.table = make_table(["runtime"])
         self.table.setObjectName("runtimesTable")
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        v.addWidget(self.table)
+        v.addWidget(self.table, 2)
         self.note = QLabel()
         self.note.setObjectName("runtimesNote")
         self.note.setStyleSheet("color: #666;")
@@ -85,7 +85,11 @@ class RuntimesTab(QWidget):
                 t.setItem(r, c, cell)
         t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         t.horizontalHeader().setStretchLastSection(True)
-        fit_table_height(t, len(rows))
+        # all rows when there is room, else three and a scroll bar: a long table must never grow the window
+        full = t.horizontalHeader().sizeHint().height() + ROW_HEIGHT * len(rows) + 2 * t.frameWidth() + 2
+        t.setMaximumHeight(full)
+        t.setMinimumHeight(min(full, t.horizontalHeader().sizeHint().height() + ROW_HEIGHT * 3 + 2 * t.frameWidth()))
+        t.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         lines = []
         best = result.fp32_best
         if best is not None:
