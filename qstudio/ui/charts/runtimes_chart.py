@@ -33,7 +33,7 @@ class RuntimesChart(BaseChart):
         super().__init__(parent)
         self.setObjectName("runtimesChart")
         self.set_axis_label("bottom", "latency (ms)", "ms")
-        self.set_title("Every runtime and precision, batch 1 — shorter is faster")
+        self.set_title("Batch 1, ms — shorter is faster")
         item = self.getPlotItem()
         item.showGrid(x=True, y=False, alpha=0.15)
         legend = self._legend(len(PRECISION_COLOURS))

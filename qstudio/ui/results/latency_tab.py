@@ -78,11 +78,17 @@ class LatencyTab(QWidget):
                 f"Median ms of {any_stat.iters} calls per bar, whisker p90, {any_stat.threads} thread(s); "
                 "TS = frozen TorchScript. Compare within this run (hover for why)."
             )
-            why = (
-                "TS = frozen TorchScript, PyTorch's fastest FP32 path. Timed in the window's worker thread, which "
-                "reads slower than a terminal run on small CPUs: compare bars within this run, and take deployment "
-                "figures from `qstudio quantize` (docs/performance.md)."
-            )
+            if getattr(result.timing, "isolated", False):
+                why = (
+                    "TS = frozen TorchScript, PyTorch's fastest FP32 path. Timed in a fresh process, as a deployment "
+                    "runs it, interleaved: the same figures `qstudio quantize` gives for this recipe."
+                )
+            else:
+                why = (
+                    "TS = frozen TorchScript, PyTorch's fastest FP32 path. Timed in the window's own process, which "
+                    "reads slower than a terminal run on small CPUs: compare bars within this run, and take "
+                    "deployment figures from `qstudio quantize` (docs/performance.md)."
+                )
             if not result.fp32_deploy:
                 note += " No FP32 TorchScript baseline for this model."
                 why += " The FP32 TorchScript baseline could not be built for this model."
