@@ -217,7 +217,7 @@ def runtime_notices(result: RunResult) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = []
     best, deployed = result.fp32_best, result.deployed
     if best is not None and deployed is not None and best.latency_ms and deployed.latency_ms:
-        if best.name != "eager" and deployed.latency_ms > best.latency_ms:
+        if best.name not in ("eager", "torchscript") and deployed.latency_ms > best.latency_ms:
             found.append(
                 (
                     CRITICAL,
