@@ -38,7 +38,16 @@ def test_a_run_announces_its_plan_first_and_follows_it(demo):
     first = seen[0][0]
     assert first.stage == PLAN and first.plan is not None and first.done == first.total == 0
     planned = [stage for stage, _work in first.plan]
-    assert planned == ["prepare", "calibrate", "convert", "evaluate", "compare layers", "script", "runtimes", "benchmark"]
+    assert planned == [
+        "prepare",
+        "calibrate",
+        "convert",
+        "evaluate",
+        "compare layers",
+        "script",
+        "runtimes",
+        "benchmark",
+    ]
     assert all(work > 0 for _stage, work in first.plan)
     ran: list[str] = []
     for step, _f, _eta in seen[1:]:
