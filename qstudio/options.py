@@ -116,14 +116,19 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _tolerance(text: str) -> float:
+def _non_negative(text: str, problem: str) -> float:
+    """A number >= 0 (NaN and text refused): ``problem`` follows the value in the error."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance; give a number >= 0 like 1e-3")
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return value
+
+
+def _tolerance(text: str) -> float:
+    return _non_negative(text, "is not a tolerance; give a number >= 0 like 1e-3")
 
 
 # -- option builders ------------------------------------------------------------------
@@ -142,13 +147,7 @@ def _runtime_list(text: str) -> list[str]:
 
 
 def _max_drop(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points >= 0 (e.g. 0.5)")
-    return value
+    return _non_negative(text, "is not a number of points >= 0 (e.g. 0.5)")
 
 
 def apply_deploy_args(recipe: Recipe, args: argparse.Namespace) -> Recipe:
