@@ -47,7 +47,9 @@ class ExportsMixin:
             return
         targets = self.export_targets(result)
         first = targets[0][0]
-        suffix = {"torchscript": ".pt", "onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2"}.get(first, ".pt")
+        from qstudio.core.runtimes import get_runtime
+
+        suffix = get_runtime(first).suffix  # the runtime's own: one home for each file type
         path, chosen = QFileDialog.getSaveFileName(
             self, "Export INT8 model", f"model_int8{suffix}", ";;".join(f for _n, f in targets)
         )
