@@ -208,3 +208,96 @@ def print_layers(layers: Any) -> None:
             f"[{colour}]{band}[/]",
         )
     out.print(lt)
+
+
+# -- search -------------------------------------------------------------------------------
+class SearchPrinter(ProgressPrinter):
+    """The search's bar (trials and time against their limits) and one line per finished trial above it."""
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def update(self, step: core_progress.Progress) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task("", total=self.STEPS, eta="")
+        desc = step.message.split(" · ")[0] if step.message else "Searching"
+        best = ""
+        if step.metrics and "best_speedup" in step.metrics:
+            best = f"best {step.metrics['best_speedup']:.2f}x at {100 * step.metrics['best_quality']:.2f}%"
+        self._bar.update(self._task, completed=round(step.fraction * self.STEPS), description=_cut(desc, 28), eta=best)
+
+    def trial_done(self, trial: Any, result: Any) -> None:
+        q = "—" if trial.quality is None else f"{100 * trial.quality:.2f}%"
+        speed = "—" if not trial.speedup else f"{trial.speedup:.2f}x"
+        mark = {"complete": "[green]within[/]" if trial.within_budget else "[red]over[/]"}.get(
+            trial.state, f"[yellow]{trial.state}[/]"
+        )
+        star = " [bold]best so far[/]" if result.best is trial else ""
+        note = f" ({escape(trial.note)})" if trial.note else ""
+        self._bar.console.print(
+            f"trial {trial.number:>2}  {mark:<8} {result.metric} {q:>8}  {speed:>7}  "
+            f"{escape(trial.describe())}{note}{star}"
+        )
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def print_search(result: Any, args: argparse.Namespace) -> None:
+    """The trials on the Pareto front, the winner and how it compares with the plain run, then the notes."""
+    front = set(result.pareto)
+    t = Table(title=f"{result.model_name}: search within {result.max_drop:g} points of FP32 ({result.metric})")
+    for col in ("#", "configuration", result.metric, "vs FP32", "ms", "speedup", ""):
+        t.add_column(col, justify="right" if col not in ("configuration", "") else "left")
+    for i, tr in enumerate(result.trials):
+        if i not in front and tr is not result.best and i != 0:
+            continue
+        drop = result.drop_points(tr)
+        marks = ", ".join(
+            m
+            for m, on in (
+                ("best", tr is result.best),
+                ("plain run", i == 0),
+                ("Pareto", i in front),
+                ("over budget", tr.state == "complete" and not tr.within_budget),
+                (tr.state, tr.state not in ("complete",)),
+            )
+            if on
+        )
+        t.add_row(
+            str(tr.number),
+            escape(tr.describe()),
+            fmt_pct(tr.quality),
+            "—" if drop != drop else f"{-drop:+.2f} pt",
+            "—" if tr.latency_ms is None else f"{tr.latency_ms:.2f}",
+            "—" if not tr.speedup else f"{tr.speedup:.2f}x",
+            marks,
+        )
+    out.print(t)
+    colour = "green" if result.best is not None else "red"
+    out.print(f"[{colour}]{escape(result.summary())}[/]")
+    plain, best = result.plain, result.best
+    if best is not None and plain is not None and best is not plain and plain.speedup and best.speedup:
+        where = "within" if plain.within_budget else "OVER"
+        out.print(
+            f"plain run ({where} budget): {fmt_pct(plain.quality)} at {plain.speedup:.2f}x; "
+            f"the winner is {best.speedup / plain.speedup:.2f}x its speed"
+        )
+    final = result.final
+    if final is not None and final.speedup_vs_fp32_best:
+        fb = final.fp32_best
+        data = "hold-out data" if result.holdout is not None else "the evaluation data"
+        q = fmt_pct(final.deployed.accuracy if result.metric == "accuracy" else final.deployed.agreement)
+        out.print(
+            f"winner measured again beside every runtime, on {data}: {result.metric} {q}, "
+            f"{final.speedup_vs_fp32_best:.2f}x vs {fb.label} (the fastest FP32 runtime), "
+            f"{final.speedup:.2f}x vs FP32 eager"
+        )
+        if final.export is not None:
+            out.print(f"exported: {escape(final.export.path)}")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
+    if getattr(args, "save_recipe", None) and final is not None:
+        out.print(f"winner's recipe: {escape(args.save_recipe)} (replay: qstudio run {escape(args.save_recipe)})")

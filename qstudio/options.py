@@ -265,6 +265,81 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--json", metavar="OUT.json", help="write the figures as JSON here")
 
 
+def _seconds(text: str) -> float:
+    value = _non_negative(text, "is not a number of seconds (e.g. 600)")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 (e.g. 600)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """``qstudio search``'s own options: the budget, the limits, hold-out data, the executor, the outputs."""
+    s = p.add_argument_group("search")
+    s.add_argument(
+        "--max-drop",
+        type=_max_drop,
+        required=True,
+        metavar="POINTS",
+        help="the accuracy (or agreement) the winner may lose against FP32, in points (0 allowed)",
+    )
+    s.add_argument(
+        "--metric",
+        choices=("accuracy", "agreement"),
+        help="accuracy on labelled eval data (the default when labels are given), or top-1 agreement with FP32",
+    )
+    s.add_argument("--time-budget", type=_seconds, metavar="SECONDS", help="stop after this long with the best so far")
+    s.add_argument(
+        "--trials", type=_count, metavar="N", help="stop after N trials (default 16, or none with --time-budget)"
+    )
+    s.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    s.add_argument(
+        "--runtimes",
+        type=_runtime_list,
+        metavar="onnx,openvino|all|none",
+        help="the runtimes a trial may deploy to besides TorchScript (default: every installed one)",
+    )
+    s.add_argument("--holdout-data", metavar="PATH", help="data the search never sees, to measure the winner on")
+    s.add_argument("--holdout-labels", metavar="PATH", help="labels of --holdout-data")
+    s.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="run trials in N processes sharing one Optuna journal (default 1: here, one after another)",
+    )
+    s.add_argument(
+        "--storage",
+        metavar="URL|JOURNAL",
+        help="an Optuna storage (sqlite:///s.db, postgresql://..., or a journal file on a shared disk): "
+        "every machine running this search with the same --storage and --study-name shares its trials",
+    )
+    s.add_argument("--study-name", metavar="NAME", help="the study's name in --storage (default: from the model)")
+    o = p.add_argument_group("outputs")
+    o.add_argument(
+        "--export", metavar="OUT", help="write the winner's verified INT8 model here (its runtime's suffix is added)"
+    )
+    o.add_argument(
+        "--export-tolerance",
+        type=_tolerance,
+        default=DEFAULT_EXPORT_TOLERANCE,
+        metavar="ATOL",
+        help=f"largest difference the reloaded export may have (default {DEFAULT_EXPORT_TOLERANCE:g})",
+    )
+    o.add_argument("--json", metavar="OUT.json", help="write every trial, the Pareto front and the winner as JSON")
+    o.add_argument("--save-recipe", metavar="OUT.toml", help="save the winner's recipe (replay it with qstudio run)")
+    o.add_argument("--report", metavar="OUT.html", help="write the HTML report: Pareto chart and the winner's recipe")
+
+
 def parse_window_args(argv: list[str]) -> argparse.Namespace:
     """``qstudio [MODEL] [options]``: the window's command line (raises :class:`UsageError` on a bad option)."""
     parser = ArgumentParser(prog="qstudio", description="Open the qstudio window (on the demo when no MODEL is given).")
@@ -356,6 +431,7 @@ __all__ = [
     "add_model_options",
     "add_output_options",
     "add_quantize_options",
+    "add_search_options",
     "apply_deploy_args",
     "data_source",
     "parse_float_list",

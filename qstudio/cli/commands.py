@@ -121,6 +121,90 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_recipe_command(recipe, args)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """``qstudio search``: the fastest configuration within ``--max-drop`` points of FP32, exported like ``quantize``.
+
+    Ctrl-C (once) stops the search and keeps the best configuration found so
+    far, with every output written; a second Ctrl-C leaves at once.  Exit 0
+    when a configuration met the budget, 1 when none did (the closest is
+    reported), 2 on bad input.
+    """
+    import signal
+
+    from qstudio.console import SearchPrinter, print_search
+    from qstudio.core.loading import load_model
+    from qstudio.core.pipeline import export_result
+    from qstudio.core.progress import CancelToken, run
+    from qstudio.core.search import SearchSettings, search
+    from qstudio.core.trust import granted_by_user
+    from qstudio.options import data_source
+
+    model = ModelSource(spec=args.model, factory=args.factory)
+    mode_given = args.mode is not None
+    if not mode_given:
+        args.mode = "fx"
+    recipe = recipe_from_args(args, model)
+    holdout = data_source(args.holdout_data, args.holdout_labels, "eval", args)
+    settings = SearchSettings(
+        max_drop=args.max_drop,
+        metric=args.metric,
+        time_budget=args.time_budget,
+        trials=args.trials,
+        seed=args.seed,
+        runtimes=args.runtimes,
+        workers=args.workers,
+        storage=args.storage,
+        study_name=args.study_name,
+    )
+    for out in (args.export, args.report, args.json, args.save_recipe):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise UsageError(f"the folder of {out} does not exist", "create it first or choose another path")
+    loaded = load_model(recipe.model, grants=granted_by_user(recipe, trust_model_file=args.trust))
+    recipe.model = loaded.source
+    if not mode_given and loaded.input_dtype == "int64":
+        recipe.mode = "dynamic"  # token ids: static quantization needs float inputs
+
+    cancel = CancelToken()
+
+    def on_sigint(_sig: int, _frame: object) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with SearchPrinter(settings) as printer:
+            result = run(
+                search(recipe, loaded, settings, cancel=cancel, holdout=holdout, on_trial=printer.trial_done),
+                printer.update,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    final = result.final
+    if args.export and final is not None:
+        try:
+            export_result(final, args.export, atol=args.export_tolerance)
+        except QStudioError as exc:
+            final.export_error = str(exc)
+    if args.save_recipe and final is not None:
+        final.recipe.save(args.save_recipe)
+    if args.json:
+        from qstudio.core.fileio import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), json.dumps(result.to_json(), indent=2).encode("utf-8"), "JSON result")
+    if args.report:
+        from qstudio.core.report import write_search_report
+
+        write_search_report(result, args.report)
+    print_search(result, args)
+    if final is not None and final.export_error:
+        raise QStudioError(
+            f"the winner was not exported to {args.export}: {final.export_error}; the search's figures were kept",
+            "export another target, or replay the saved recipe with qstudio run --export",
+        )
+    return 0 if result.best is not None else 1
+
+
 def cmd_window(argv: list[str]) -> int:
     """``qstudio [MODEL] [options]``: the window (the only place the CLI imports qstudio.ui, and only here)."""
     from qstudio.ui.platform_check import ensure_window_can_open, import_problem

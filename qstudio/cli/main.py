@@ -13,9 +13,15 @@ from qstudio.cli import commands
 from qstudio.cli.errors import internal_error_line
 from qstudio.core.errors import Cancelled, QStudioError
 from qstudio.core.recipe import MODES
-from qstudio.options import ArgumentParser, add_model_options, add_output_options, add_quantize_options
+from qstudio.options import (
+    ArgumentParser,
+    add_model_options,
+    add_output_options,
+    add_quantize_options,
+    add_search_options,
+)
 
-SUBCOMMANDS = ("inspect", "quantize", "run")
+SUBCOMMANDS = ("inspect", "quantize", "run", "search")
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_CANCELLED = 130
@@ -37,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_options(p, required_mode=True)
     add_output_options(p)
     p.add_argument("--save-recipe", metavar="OUT.toml", help="save the recipe of this run")
+    p.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
+
+    p = sub.add_parser(
+        "search",
+        help="find the fastest configuration within an accuracy budget (--max-drop), export it",
+        description="Try configurations (mode, backend, observer, calibration size, layers kept in float, runtime) "
+        "with Optuna and keep the fastest whose accuracy, or agreement with FP32, is within --max-drop points of "
+        "FP32. Every trial is a recipe: replay any with qstudio run. Exit 0: found; 1: none met the budget.",
+    )
+    add_model_options(p)
+    add_quantize_options(p, required_mode=False)
+    add_search_options(p)
     p.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("run", help="run a saved recipe")
@@ -75,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return 0
         # looked up at call time, so a test can replace a command
-        command = {"inspect": commands.cmd_inspect, "quantize": commands.cmd_quantize, "run": commands.cmd_run}
+        command = {
+            "inspect": commands.cmd_inspect,
+            "quantize": commands.cmd_quantize,
+            "run": commands.cmd_run,
+            "search": commands.cmd_search,
+        }
         return command[args.command](args)
     except QStudioError as exc:
         if verbose:

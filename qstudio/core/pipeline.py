@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,8 +92,13 @@ def run_recipe(
     export: str | Path | None = None,
     export_tolerance: float = DEFAULT_ATOL,
     export_method: str = "auto",
+    gate: Callable[[compare.Evaluation], None] | None = None,
 ) -> Generator[Progress, None, RunResult]:
     """Quantize ``loaded`` as ``recipe`` says, measure it against FP32, optionally export.
+
+    ``gate`` sees the export target's evaluation before the benchmark, the
+    run's longest stage, and may raise to end the run there (a search drops a
+    configuration that lost too much accuracy without timing it).
 
     A failed export does not lose the run: the error is kept on the result
     (``export_error``, and a loud verdict) for the caller to report.  torch's
@@ -105,7 +110,12 @@ def run_recipe(
     with quantized_engine(recipe.settings.backend):
         return (
             yield from _run_recipe(
-                recipe, loaded, export=export, export_tolerance=export_tolerance, export_method=export_method
+                recipe,
+                loaded,
+                export=export,
+                export_tolerance=export_tolerance,
+                export_method=export_method,
+                gate=gate,
             )
         )
 
@@ -117,6 +127,7 @@ def _run_recipe(
     export: str | Path | None,
     export_tolerance: float,
     export_method: str,
+    gate: Callable[[compare.Evaluation], None] | None = None,
 ) -> Generator[Progress, None, RunResult]:
     started = time.perf_counter()
     if loaded.scripted:
@@ -213,6 +224,15 @@ def _run_recipe(
         runtime_evals, failed = yield from deploy.evaluate_artifacts(model, checked, data.eval)
         runtime_notes += failed
         artifacts = {k: v for k, v in artifacts.items() if k in runtime_evals}
+
+    if gate is not None:
+        target_eval = evaluation
+        if recipe.deploy.target not in ("torchscript", "auto"):
+            label = next(
+                (k for k, a in artifacts.items() if a.runtime == recipe.deploy.target and a.precision == "int8"), None
+            )
+            target_eval = runtime_evals.get(label, evaluation) if label else evaluation
+        gate(target_eval)
 
     # Interleaved, so a change in machine load during the benchmark moves all of them alike.
     contenders = {deploy.EAGER_FP32: model, deploy.SCRIPT_INT8: int8_script}

@@ -60,6 +60,7 @@ __all__ = [
     "speed_phrase",
     "sqnr_class",
     "write_report",
+    "write_search_report",
 ]
 
 TEMPLATE_NAME = "report.html.j2"
@@ -149,4 +150,60 @@ def write_report(result: RunResult, path: str | Path) -> Path:
     if path.is_dir():
         raise ExportError(f"{path} is a folder", "give a file name for the report, e.g. report.html")
     atomic_write_bytes(path, render_report(result).encode("utf-8"), "report")
+    return path
+
+
+SEARCH_TEMPLATE_NAME = "search_report.html.j2"
+
+
+def render_search_report(result: Any, *, generated: datetime | None = None) -> str:
+    """A search's page: the summary, the Pareto chart, every trial, the winner's recipe (a SearchResult)."""
+    from qstudio.core.report_charts import pareto_chart_svg
+
+    generated = generated or datetime.now().astimezone()
+    final = result.final
+    final_line = plain_line = ""
+    if final is not None and final.speedup_vs_fp32_best and final.deployed is not None:
+        q = final.deployed.accuracy if result.metric == "accuracy" else final.deployed.agreement
+        final_line = (
+            f"{result.metric} {fmt_pct(q)}, {fmt_ratio(final.speedup_vs_fp32_best)} vs "
+            f"{final.fp32_best.label} (the fastest FP32 runtime measured), {fmt_ratio(final.speedup)} vs FP32 eager"
+        )
+    best, plain = result.best, result.plain
+    if best is not None and plain is not None and best is not plain and best.speedup and plain.speedup:
+        plain_line = (
+            f"The plain run ({plain.describe()}) reached {fmt_pct(plain.quality)} at {fmt_ratio(plain.speedup)}"
+            f" ({'within' if plain.within_budget else 'outside'} the budget); the winner runs at "
+            f"{fmt_ratio(best.speedup / plain.speedup)} its speed."
+        )
+    drops = []
+    for t in result.trials:
+        d = result.drop_points(t)
+        drops.append("—" if d != d else f"{-d:+.2f} pt")
+    recipe = final.recipe if final is not None else (best.recipe if best is not None else None)
+    context = {
+        "s": result,
+        "generated": generated.strftime("%Y-%m-%d %H:%M %Z").strip(),
+        "done": len(result.trials),
+        "stopped": {"trials": "all trials done", "time": "time budget reached", "cancelled": "cancelled"}.get(
+            result.stopped, result.stopped
+        ),
+        "final_line": final_line,
+        "final_data": "hold-out data" if result.holdout is not None else "the evaluation data (no hold-out data given)",
+        "plain_line": plain_line,
+        "pareto_svg": Markup(pareto_chart_svg(result)),
+        "front": set(result.pareto),
+        "drops": drops,
+        "recipe_toml": recipe.to_toml() if recipe is not None else "",
+        "palette": PALETTE,
+    }
+    return _environment().get_template(SEARCH_TEMPLATE_NAME).render(**context)
+
+
+def write_search_report(result: Any, path: str | Path) -> Path:
+    """Render a search's report and write it atomically (see :func:`write_report`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder", "give a file name for the report, e.g. search.html")
+    atomic_write_bytes(path, render_search_report(result).encode("utf-8"), "report")
     return path

@@ -339,3 +339,105 @@ def layer_chart_svg(layers: list[LayerError], skipped: list[str]) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------- search: Pareto chart
+def pareto_chart_svg(result: object) -> str:
+    """A search's trials: quality (y) against latency (x), the Pareto frontier, the budget line, the winner.
+
+    ``result`` is a :class:`~qstudio.core.search.SearchResult`.  Trials that
+    were not timed (pruned, failed) have no point; the caption counts them.
+    """
+    trials = [t for t in result.trials if t.state == "complete" and t.latency_ms and t.quality is not None]
+    if not trials:
+        return _empty_chart("No trial finished with a latency to plot.")
+    front = set(result.pareto)
+    floor = result.budget_floor
+    xs = [t.latency_ms for t in trials]
+    ys = [t.quality * 100 for t in trials] + ([floor * 100] if floor is not None else [])
+    x_lo, x_hi = 0.0, max(xs) * 1.08
+    y_lo, y_hi = min(ys), max(ys)
+    pad = max((y_hi - y_lo) * 0.12, 0.25)
+    y_lo, y_hi = y_lo - pad, min(y_hi + pad, 100.0 + pad)
+    width, left, right, top_pad, plot_h, bottom = 940, 70, 24, 44, 300, 50
+    height = top_pad + plot_h + bottom
+    plot_w = width - left - right
+
+    def px(v: float) -> float:
+        return left + (v - x_lo) / (x_hi - x_lo) * plot_w
+
+    def py(v: float) -> float:
+        return top_pad + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h
+
+    metric = result.metric
+    parts = [_svg_open(width, height, f"Search trials: {metric} against latency, with the Pareto frontier")]
+    xstep = _nice_step(x_hi - x_lo)
+    v = 0.0
+    while v <= x_hi + 1e-9:
+        parts.append(
+            f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{top_pad}" y2="{top_pad + plot_h}" stroke="{GRID}"/>'
+        )
+        parts.append(
+            f'<text x="{px(v):.1f}" y="{top_pad + plot_h + 16}" text-anchor="middle" fill="{MUTED}">{_tick_label(v, xstep)}</text>'
+        )
+        v += xstep
+    ystep = _nice_step(y_hi - y_lo)
+    v = math.ceil(y_lo / ystep) * ystep
+    while v <= y_hi + 1e-9:
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="{GRID}"/>')
+        parts.append(
+            f'<text x="{left - 8}" y="{py(v) + 4:.1f}" text-anchor="end" fill="{MUTED}">{_tick_label(v, ystep)}</text>'
+        )
+        v += ystep
+    if floor is not None and y_lo <= floor * 100 <= y_hi:
+        yb = py(floor * 100)
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{yb:.1f}" y2="{yb:.1f}" stroke="{PALETTE["poor"]}" '
+            'stroke-dasharray="6 4" stroke-width="1.5"/>'
+        )
+        parts.append(
+            f'<text x="{width - right - 4}" y="{yb - 5:.1f}" text-anchor="end" fill="{PALETTE["poor"]}">'
+            f"budget: {result.max_drop:g} points below FP32</text>"
+        )
+    pts = sorted((result.trials[i] for i in front), key=lambda t: t.latency_ms or 0.0)
+    if len(pts) > 1:
+        path = " ".join(f"{px(t.latency_ms):.1f},{py(t.quality * 100):.1f}" for t in pts)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{INK}" stroke-width="1.4"/>')
+    for t in trials:
+        colour = PALETTE["good"] if t.within_budget else MUTED
+        x, y = px(t.latency_ms), py(t.quality * 100)
+        tip = _e(
+            f"trial {t.number}: {t.describe()}: {t.quality * 100:.2f}% {metric}, {t.latency_ms:.2f} ms, "
+            f"{t.speedup or 0:.2f}x vs FP32 eager"
+        )
+        shape = (
+            f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}">'
+            if t.number == 0
+            else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
+        )
+        close = "</rect>" if t.number == 0 else "</circle>"
+        parts.append(f"{shape}<title>{tip}</title>{close}")
+        if t is result.best:
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="{PALETTE["int8"]}" stroke-width="2.5"/>'
+            )
+            parts.append(
+                f'<text x="{x + 13:.1f}" y="{y - 8:.1f}" fill="{INK}" font-weight="600">best: trial {t.number}</text>'
+            )
+    missing = len([t for t in result.trials if t.state != "complete"])
+    caption = "latency of the deployed INT8 model (ms, lower is better)"
+    if missing:
+        caption += f"; {missing} trial{'s' if missing != 1 else ''} not timed (pruned or failed)"
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle" fill="{MUTED}">{_e(caption)}</text>'
+    )
+    cy = top_pad + plot_h / 2
+    parts.append(
+        f'<text x="18" y="{cy}" text-anchor="middle" fill="{INK}" transform="rotate(-90 18 {cy})">{_e(metric)} (%)</text>'
+    )
+    parts.append(
+        f'<text x="{left}" y="24" fill="{MUTED}">square: the plain run · green: within budget · '
+        "line: the Pareto frontier · ring: the winner</text>"
+    )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,1014 @@
+"""Search: the fastest configuration whose accuracy (or agreement with FP32) stays within a budget.
+
+A search is a sequence of ordinary runs (:func:`qstudio.core.pipeline.run_recipe`),
+one per *trial*; every trial is a :class:`~qstudio.core.recipe.Recipe`, so any
+of them replays with ``qstudio run``.  Optuna chooses the trials (its
+multi-objective TPE sampler: quality and speed are the two objectives, the
+budget a constraint) through its ask/tell interface, so this generator keeps
+control between batches: progress, cancelling and a time limit stop it at
+once and it returns the best configuration found so far.
+
+The space: mode (FX, eager where the model takes it; QAT only as a last
+resort), backend, activation observer, per-channel and symmetric weights,
+calibration size, which of the most sensitive layers stay float (any subset,
+not only the worst-k prefix; the sensitivity is the per-layer SQNR of the
+first, plain run) and the deployment runtime.  The first trials are chosen,
+not sampled: the plain run as given, then keeping the worst one and two
+layers in float, then each runtime, so the search never does worse than
+what a user would try by hand.
+
+Each trial's speed is its INT8 model against FP32 eager, timed interleaved in
+the trial's own run (a ratio survives a change of machine load between
+trials).  A trial whose quality is hopeless (far outside the budget) is
+stopped before its benchmark, Optuna's "pruned".  The winner is measured
+again at the end beside every runtime (its headline speedup is against the
+fastest FP32 runtime, named) and, when hold-out data is given, on that data:
+the eval data chose the winner, so its figure there is optimistic.
+
+Trials run through an executor: here, sequentially in this process; with
+``workers > 1`` also in worker processes that share an Optuna journal file;
+with ``storage`` (an Optuna RDB URL or a journal file on a shared disk) on
+every machine that runs the same search against that storage.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qstudio.core.errors import Cancelled, QStudioError, RecipeError
+from qstudio.core.flows.traits import mode_traits
+from qstudio.core.progress import CancelToken, Progress
+from qstudio.core.recipe import DataSource, Recipe
+
+log = logging.getLogger(__name__)
+
+METRICS = ("accuracy", "agreement")
+#: trials when neither --trials nor --time-budget is given
+DEFAULT_TRIALS = 16
+#: how many of the most sensitive layers (lowest SQNR) the search may keep in float, each on its own
+SENSITIVE_LAYERS = 8
+#: a trial more than this many times the budget (and at least HOPELESS_POINTS) below FP32 is not timed
+HOPELESS_FACTOR, HOPELESS_POINTS = 3.0, 2.0
+CALIB_CHOICES = (4, 8, 16, 32)
+
+
+@dataclass
+class SearchSettings:
+    """What the user asks of a search."""
+
+    max_drop: float = 1.0  # points of accuracy (or agreement) below FP32 the winner may lose
+    metric: str | None = None  # None: accuracy with labelled eval data, else agreement
+    time_budget: float | None = None  # seconds; None: until ``trials`` are done
+    trials: int | None = None  # None: DEFAULT_TRIALS, or unlimited with a time budget
+    seed: int = 0
+    runtimes: list[str] | None = None  # runtimes a trial may deploy to; None: torchscript and every one installed
+    allow_qat: bool = True  # QAT as a last resort (needs labelled training data)
+    workers: int = 1  # >1: worker processes share the study through a journal file
+    storage: str | None = None  # an Optuna storage URL (or journal file path) other machines join
+    study_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) or self.max_drop < 0:
+            raise RecipeError(f"max_drop = {self.max_drop!r} is invalid", "give a number of points, 0 or more")
+        if self.metric is not None and self.metric not in METRICS:
+            raise RecipeError(f"metric = {self.metric!r} is not known", f"use one of: {', '.join(METRICS)}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise RecipeError(f"time budget = {self.time_budget!r} is invalid", "give seconds, more than 0")
+        if self.trials is not None and self.trials < 1:
+            raise RecipeError(f"trials = {self.trials!r} is invalid", "give at least 1 trial")
+        if self.workers < 1:
+            raise RecipeError(f"workers = {self.workers!r} is invalid", "give 1 or more worker processes")
+
+    @property
+    def trial_limit(self) -> int | None:
+        if self.trials is not None:
+            return self.trials
+        return None if self.time_budget is not None else DEFAULT_TRIALS
+
+
+@dataclass
+class SearchTrial:
+    """One configuration tried: its recipe, and what it measured (or why it was stopped)."""
+
+    number: int
+    recipe: Recipe
+    origin: str  # "plain run", "worst 2 in float", "sampled", "QAT (last resort)"
+    state: str = "running"  # "complete", "pruned" (quality hopeless, not timed), "failed"
+    quality: float | None = None  # accuracy or agreement, 0..1
+    latency_ms: float | None = None
+    speedup: float | None = None  # FP32 eager / this INT8 model, interleaved in the trial's run
+    within_budget: bool = False
+    seconds: float = 0.0
+    note: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    result: Any = field(default=None, repr=False, compare=False)  # the RunResult, kept for the best and the frontier
+
+    @property
+    def runtime(self) -> str:
+        return self.recipe.deploy.target
+
+    def describe(self) -> str:
+        """``"FX x86 histogram, per-channel, 16 calib batches, 2 layers float, OpenVINO"``."""
+        s = self.recipe.settings
+        parts = [self.recipe.mode.upper() if self.recipe.mode != "qat" else "QAT"]
+        if self.recipe.mode == "dynamic":
+            parts.append(s.dynamic_dtype)
+        else:
+            parts += [s.backend, s.observer, "per-channel" if s.per_channel else "per-tensor"]
+            if s.symmetric:
+                parts.append("symmetric")
+            parts.append(f"{s.calib_batches} calib batches")
+        if s.skip:
+            parts.append(f"{len(s.skip)} layer{'s' if len(s.skip) != 1 else ''} float")
+        parts.append(_RUNTIME_TITLES.get(self.runtime, self.runtime))
+        return ", ".join(parts)
+
+    def to_json(self, metric: str) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "recipe": self.recipe.to_dict(),
+            metric: self.quality,
+            "latency_ms": self.latency_ms,
+            "speedup": self.speedup,
+            "within_budget": self.within_budget,
+            "state": self.state,
+            "origin": self.origin,
+            "runtime": self.runtime,
+            "description": self.describe(),
+            "seconds": self.seconds,
+            "note": self.note,
+        }
+
+
+_RUNTIME_TITLES = {"torchscript": "TorchScript", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "pt2": "PT2E"}
+
+
+@dataclass
+class SearchResult:
+    """Every trial, the frontier, the winner (the best so far when stopped early) and how the search ended."""
+
+    model_name: str
+    metric: str
+    max_drop: float
+    fp32_quality: float | None
+    trials: list[SearchTrial]
+    stopped: str  # "trials", "time", "cancelled", "failed"
+    seconds: float
+    best_index: int | None = None  # into ``trials``: fastest within budget
+    closest_index: int | None = None  # when none is within budget: the smallest loss
+    final: Any = None  # the winner's RunResult measured again beside every runtime (on hold-out data when given)
+    holdout: DataSource | None = None
+    notes: list[str] = field(default_factory=list)
+    executor: str = "sequential"
+
+    @property
+    def best(self) -> SearchTrial | None:
+        return self.trials[self.best_index] if self.best_index is not None else None
+
+    @property
+    def closest(self) -> SearchTrial | None:
+        return self.trials[self.closest_index] if self.closest_index is not None else None
+
+    @property
+    def plain(self) -> SearchTrial | None:
+        """The plain run as the user configured it (trial 0)."""
+        return self.trials[0] if self.trials else None
+
+    @property
+    def pareto(self) -> list[int]:
+        return pareto_front(self.trials)
+
+    @property
+    def budget_floor(self) -> float | None:
+        """The lowest quality within budget (FP32's minus ``max_drop`` points)."""
+        return None if self.fp32_quality is None else self.fp32_quality - self.max_drop / 100.0
+
+    def summary(self) -> str:
+        """One sentence: the winner and its figures, or why there is none."""
+        done = sum(t.state != "running" for t in self.trials)
+        how = {"time": "the time budget ran out", "cancelled": "cancelled", "trials": "all trials done"}.get(
+            self.stopped, self.stopped
+        )
+        best = self.best
+        if best is not None:
+            drop = self.drop_points(best)
+            return (
+                f"{done} trials ({how}): best is trial {best.number}, {best.describe()}: "
+                f"{_fmt_q(best.quality)} {self.metric} ({drop:+.2f} points vs FP32, budget {self.max_drop:g}), "
+                f"{best.speedup:.2f}x vs FP32 eager"
+            )
+        close = self.closest
+        if close is not None:
+            return (
+                f"{done} trials ({how}): none within {self.max_drop:g} points of FP32; the closest is trial "
+                f"{close.number}, {close.describe()}: {_fmt_q(close.quality)} {self.metric} "
+                f"({self.drop_points(close):+.2f} points)"
+            )
+        return f"{done} trials ({how}): no trial finished"
+
+    def drop_points(self, trial: SearchTrial) -> float:
+        """Points below FP32 (negative: above)."""
+        if trial.quality is None or self.fp32_quality is None:
+            return math.nan
+        return (self.fp32_quality - trial.quality) * 100.0
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.best
+        final = self.final
+        doc: dict[str, Any] = {
+            "model": self.model_name,
+            "metric": self.metric,
+            "max_drop": self.max_drop,
+            "fp32": {self.metric: self.fp32_quality},
+            "trials": [t.to_json(self.metric) for t in self.trials],
+            "pareto": self.pareto,
+            "best": best.to_json(self.metric) if best else None,
+            "closest": self.closest.to_json(self.metric) if best is None and self.closest else None,
+            "stopped": self.stopped,
+            "seconds": self.seconds,
+            "executor": self.executor,
+            "summary": self.summary(),
+            "notes": self.notes,
+            "holdout": None,
+        }
+        if best is not None:
+            doc["best"]["drop_points"] = self.drop_points(best)
+        if final is not None:
+            row = final.deployed
+            doc["final"] = final.to_json()
+            if self.holdout is not None and row is not None:
+                doc["holdout"] = {
+                    "data": self.holdout.describe(),
+                    self.metric: _quality_of(final, self.metric),
+                    "fp32": final.evaluation.fp32_accuracy if self.metric == "accuracy" else 1.0,
+                    "latency_ms": row.latency_ms,
+                    "speedup_vs_fp32_best": final.speedup_vs_fp32_best,
+                }
+        return doc
+
+
+def _fmt_q(q: float | None) -> str:
+    return "—" if q is None else f"{q * 100:.2f}%"
+
+
+def pareto_front(trials: list[SearchTrial]) -> list[int]:
+    """Indices of the complete trials no other beats on both quality and speed (ties kept)."""
+    done = [(i, t) for i, t in enumerate(trials) if t.state == "complete" and t.quality is not None and t.speedup]
+    front = []
+    for i, t in done:
+        dominated = any(
+            (u.quality >= t.quality and u.speedup >= t.speedup) and (u.quality > t.quality or u.speedup > t.speedup)
+            for _, u in done
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: trials[i].speedup or 0.0)
+
+
+def _quality_of(result: Any, metric: str) -> float | None:
+    row = result.deployed
+    if metric == "accuracy":
+        return row.accuracy if row is not None else result.evaluation.int8_accuracy
+    return row.agreement if row is not None else result.evaluation.agreement
+
+
+def choose_best(trials: list[SearchTrial]) -> tuple[int | None, int | None]:
+    """(fastest within budget, closest to the budget when none is): indices into ``trials``."""
+    scored = [(i, t) for i, t in enumerate(trials) if t.quality is not None and t.state in ("complete", "pruned")]
+    inside = [(i, t) for i, t in scored if t.within_budget and t.state == "complete" and t.speedup]
+    if inside:
+        return max(inside, key=lambda it: (it[1].speedup, it[1].quality))[0], None
+    if scored:
+        return None, max(scored, key=lambda it: it[1].quality)[0]
+    return None, None
+
+
+# -- the space -------------------------------------------------------------------------------------------------
+@dataclass
+class Space:
+    """The choices of one search, fixed when it starts (every worker builds the same one)."""
+
+    modes: list[str]
+    backends: list[str]
+    runtimes: list[str]
+    sensitive: list[str]  # layer names, most sensitive first
+    calib: list[int]
+
+    def distributions(self) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution
+
+        d: dict[str, Any] = {
+            "mode": CategoricalDistribution(self.modes),
+            "runtime": CategoricalDistribution(self.runtimes),
+        }
+        if self.modes != ["dynamic"]:
+            d.update(
+                backend=CategoricalDistribution(self.backends),
+                observer=CategoricalDistribution(["histogram", "minmax", "moving_average"]),
+                per_channel=CategoricalDistribution([True, False]),
+                symmetric=CategoricalDistribution([False, True]),
+                calib_batches=CategoricalDistribution(self.calib),
+            )
+        else:
+            d["dynamic_dtype"] = CategoricalDistribution(["qint8", "float16"])
+        for k in range(len(self.sensitive)):
+            d[f"float_{k}"] = CategoricalDistribution([False, True])
+        return d
+
+    def params_of(self, recipe: Recipe) -> dict[str, Any]:
+        """The point of the space a recipe is (for trials the search did not sample)."""
+        s = recipe.settings
+        p: dict[str, Any] = {"mode": recipe.mode, "runtime": recipe.deploy.target}
+        if self.modes != ["dynamic"]:
+            p.update(
+                backend=s.backend,
+                observer=s.observer,
+                per_channel=s.per_channel,
+                symmetric=s.symmetric,
+                calib_batches=min(self.calib, key=lambda c: abs(c - s.calib_batches)),
+            )
+        else:
+            p["dynamic_dtype"] = s.dynamic_dtype
+        for k, name in enumerate(self.sensitive):
+            p[f"float_{k}"] = name in s.skip
+        return p
+
+    def recipe_for(self, base: Recipe, params: dict[str, Any]) -> Recipe:
+        r = copy.deepcopy(base)
+        r.mode = params["mode"]
+        s = r.settings
+        if "backend" in params:
+            s.backend = params["backend"]
+            s.observer = params["observer"]
+            s.per_channel = params["per_channel"]
+            s.symmetric = params["symmetric"]
+            s.calib_batches = params["calib_batches"]
+        if "dynamic_dtype" in params:
+            s.dynamic_dtype = params["dynamic_dtype"]
+        chosen = [name for k, name in enumerate(self.sensitive) if params.get(f"float_{k}")]
+        s.skip = [*base.settings.skip, *(n for n in chosen if n not in base.settings.skip)]
+        s.skip_worst = 0
+        r.deploy.target = params["runtime"]
+        r.deploy.runtimes = [] if params["runtime"] == "torchscript" else [params["runtime"]]
+        return r
+
+
+def _trial_recipe(base: Recipe) -> Recipe:
+    """The user's recipe as a trial runs it: one batch size, no skip-worst pass (the search chooses float layers)."""
+    r = copy.deepcopy(base)
+    r.benchmark.batch_sizes = [min(r.benchmark.batch_sizes)]
+    r.settings.skip_worst = 0
+    r.deploy.target = "torchscript" if r.deploy.target == "auto" else r.deploy.target
+    r.deploy.runtimes = [] if r.deploy.target == "torchscript" else [r.deploy.target]
+    r.deploy.max_drop = None
+    return r
+
+
+def available_runtimes(settings: SearchSettings) -> list[str]:
+    """torchscript, then every runtime installed here that a trial may deploy to (PT2E only when asked)."""
+    from qstudio.core.runtimes import get_runtime
+
+    names = settings.runtimes
+    if names is None:
+        names = ["torchscript", *(n for n in ("onnx", "openvino") if get_runtime(n).missing() is None)]
+    names = [n for n in dict.fromkeys(["torchscript", *names])]
+    return names
+
+
+class _Hopeless(Exception):
+    """Raised by a trial's gate: its quality is far outside the budget, so it is not timed."""
+
+    def __init__(self, quality: float) -> None:
+        super().__init__(quality)
+        self.quality = quality
+
+
+# -- one trial ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Judge:
+    """What a trial is measured against: the metric, FP32's quality and the budget."""
+
+    metric: str
+    max_drop: float
+    fp32_quality: float | None = None
+
+    @property
+    def floor(self) -> float | None:
+        return None if self.fp32_quality is None else self.fp32_quality - self.max_drop / 100.0
+
+    def hopeless(self, quality: float | None) -> bool:
+        """Far outside the budget: not worth timing (Optuna's pruning)."""
+        if self.fp32_quality is None or quality is None:
+            return False
+        limit = max(HOPELESS_FACTOR * self.max_drop, self.max_drop + HOPELESS_POINTS)
+        return (self.fp32_quality - quality) * 100 > limit
+
+    def within(self, trial: SearchTrial) -> bool:
+        floor = self.floor
+        return (
+            trial.state == "complete"
+            and floor is not None
+            and trial.quality is not None
+            and (trial.quality >= floor - 1e-12)
+        )
+
+
+def run_trial(
+    trial: SearchTrial,
+    loaded: Any,
+    judge: _Judge,
+    stop: Callable[[], str | None],
+    *,
+    strict: bool = False,
+) -> Generator[Progress, None, None]:
+    """Run one trial's recipe and record its figures on ``trial``, or why it stopped.
+
+    Yields the run's own steps.  ``stop()`` is asked after each step; a reason
+    ends the run there and raises :class:`Cancelled` with it.  A failure of the
+    configuration is recorded (``state = "failed"``) unless ``strict``, when
+    it is raised (the plain run: if it fails, nothing can be searched).
+    """
+    from qstudio.core.pipeline import run_recipe
+
+    def gate(ev: Any) -> None:
+        q = ev.int8_accuracy if judge.metric == "accuracy" else ev.agreement
+        if judge.hopeless(q):
+            raise _Hopeless(q)
+
+    t0 = time.monotonic()
+    work = run_recipe(trial.recipe, loaded, gate=None if strict else gate)
+    try:
+        while True:
+            step = next(work)
+            why = stop()
+            if why:
+                work.close()
+                raise Cancelled(why)
+            yield step
+    except StopIteration as done:
+        run = done.value
+        trial.result = run
+        trial.quality = _quality_of(run, judge.metric)
+        row = run.deployed
+        trial.latency_ms = row.latency_ms if row is not None else run.int8.latency_ms
+        eager = run.fp32.latency_ms
+        trial.speedup = eager / trial.latency_ms if eager and trial.latency_ms else None
+        trial.state = "complete"
+        if run.timing is not None and not run.timing.stable:
+            trial.note = "timing unstable (the machine was busy during this trial)"
+        if trial.runtime != "torchscript" and (row is None or row.name != trial.runtime):
+            trial.state = "failed"
+            trial.note = (
+                f"the {trial.runtime} model could not be built: {run.target_note or '; '.join(run.runtime_notes)}"
+            )
+    except _Hopeless as exc:
+        trial.quality = exc.quality
+        trial.state = "pruned"
+        trial.note = "quality far outside the budget: not timed"
+    except (Cancelled, KeyboardInterrupt):
+        trial.state = "cancelled"
+        raise
+    except Exception as exc:  # a configuration the model cannot take: recorded, the search goes on
+        if strict:
+            raise
+        trial.state = "failed"
+        trial.note = str(exc) if isinstance(exc, QStudioError) else f"{type(exc).__name__}: {_first_line(exc)}"
+        log.info("trial %d failed", trial.number, exc_info=True)
+    finally:
+        trial.seconds = time.monotonic() - t0
+    trial.within_budget = judge.within(trial)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+# -- the study: Optuna's, in memory or in a shared storage ---------------------------------------------------
+_ATTR = "qstudio"  # the trial user attribute holding what qstudio measured (shared with other processes)
+
+
+def _open_storage(url: str) -> Any:
+    """An Optuna storage from ``url``: an RDB URL (``sqlite:///x.db``, ``postgresql://``) or a journal file path."""
+    import optuna
+
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(url)))
+
+
+def _sampler(settings: SearchSettings) -> Any:
+    import optuna
+
+    # the budget is a constraint each trial sets (Trial.set_constraint): feasible when not over it
+    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=6)
+
+
+def _trial_record(trial: SearchTrial) -> dict[str, Any]:
+    return {
+        "recipe": trial.recipe.to_dict(),
+        "origin": trial.origin,
+        "state": trial.state,
+        "quality": trial.quality,
+        "latency_ms": trial.latency_ms,
+        "speedup": trial.speedup,
+        "seconds": trial.seconds,
+        "note": trial.note,
+    }
+
+
+def _tell(study: Any, ot: Any, trial: SearchTrial, judge: _Judge) -> None:
+    import optuna
+
+    q = trial.quality if trial.quality is not None else 0.0
+    over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    ot.set_constraint("over_budget", over)
+    ot.set_user_attr(_ATTR, _trial_record(trial))
+    if trial.state == "complete":
+        study.tell(ot, [q, trial.speedup or 0.0])
+    elif trial.state == "pruned":
+        study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(ot, state=optuna.trial.TrialState.FAIL)
+
+
+def _add_done(study: Any, space: Space, dists: dict[str, Any], trial: SearchTrial, judge: _Judge) -> None:
+    """Add a trial run outside ask/tell (the plain run) to the study, so the sampler learns from it."""
+    import optuna
+
+    q = trial.quality if trial.quality is not None else 0.0
+    over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    params = space.params_of(trial.recipe)
+    if any(k not in dists or params[k] not in dists[k].choices for k in params):
+        return  # a plain run outside the space (a QAT recipe): the sampler starts from the seeds
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=dists,
+            values=[q, trial.speedup or 0.0],
+            user_attrs={_ATTR: _trial_record(trial)},
+            constraints={"over_budget": over},
+        )
+    )
+
+
+def _finished_count(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+
+
+def _started_count(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+# -- the search ------------------------------------------------------------------------------------------------
+def search(
+    recipe: Recipe,
+    loaded: Any,
+    settings: SearchSettings,
+    *,
+    cancel: CancelToken | None = None,
+    holdout: DataSource | None = None,
+    on_trial: Callable[[SearchTrial, SearchResult], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    worker: bool = False,
+) -> Generator[Progress, None, SearchResult]:
+    """Search configurations of ``recipe`` for the fastest one within ``settings.max_drop`` points of FP32.
+
+    Never raises on cancel or when time runs out: it returns the result so
+    far (``stopped`` says why).  A trial that fails is recorded with its
+    reason and the search goes on; only a failure of the plain first run
+    (the model or data cannot be quantized at all) is raised.
+    ``on_trial`` is called after each trial (this process's or another
+    worker's), with the result so far.  ``worker``: this process joins a
+    study another one started (:mod:`qstudio.core.search_worker`): it runs
+    sampled trials until the study's limits are reached, and measures no winner.
+    """
+    import optuna
+
+    from qstudio.core.run_data import load_run_data
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = clock()
+    cancel = cancel or CancelToken()
+    base = _trial_recipe(recipe)
+    data = load_run_data(base, loaded)
+    metric = settings.metric or ("accuracy" if data.eval.labels is not None else "agreement")
+    if metric == "accuracy" and data.eval.labels is None:
+        raise RecipeError(
+            "--metric accuracy needs labelled evaluation data",
+            "give --eval-data with --eval-labels, or search on --metric agreement (with FP32, no labels needed)",
+        )
+    limit = settings.trial_limit
+    judge = _Judge(metric, float(settings.max_drop))
+    result = SearchResult(loaded.name, metric, float(settings.max_drop), None, [], "trials", 0.0, holdout=holdout)
+    if data.eval_is_calib:
+        result.notes.append(
+            "The evaluation data is the calibration data: the figures are optimistic. Give separate --eval-data."
+        )
+    if holdout is None and not worker:
+        result.notes.append(
+            "No hold-out data: the evaluation data chose the winner, so its figure there is optimistic. "
+            "Give --holdout-data (and --holdout-labels) to measure the winner on data the search did not see."
+        )
+
+    def why_stop() -> str | None:
+        if cancel.cancelled:
+            return "cancelled by the user"
+        if settings.time_budget is not None and clock() - started >= settings.time_budget:
+            return "time budget reached"
+        return None
+
+    shown = [0]  # the bar's position, in thousandths: never moves back
+
+    def progress(done: float, message: str, final: float | None = None) -> Progress:
+        """The bar: trials (or time) to 95%, the winner's measurement after them (``final``, 0..1) to 100%."""
+        if final is None:
+            frac_trials = done / limit if limit else 0.0
+            frac_time = (clock() - started) / settings.time_budget if settings.time_budget else 0.0
+            units = int(min(max(frac_trials, frac_time), 1.0) * 950)
+        else:
+            units = 950 + int(min(max(final, 0.0), 1.0) * 50)
+        shown[0] = max(shown[0], units)
+        best = result.best
+        metrics = {"trials": float(sum(t.state != "running" for t in result.trials))}
+        if best is not None and best.speedup:
+            metrics.update(best_speedup=best.speedup, best_quality=best.quality or 0.0)
+        return Progress("search", shown[0], 1000, message, metrics=metrics)
+
+    def trial_steps(trial: SearchTrial, strict: bool = False) -> Generator[Progress, None, None]:
+        from qstudio.core.progress import RunProgress
+
+        bar = RunProgress()
+        done_before = sum(t.state not in ("running", "cancelled") for t in result.trials if t is not trial)
+        label = f"trial {trial.number + 1}{'/' + str(limit) if limit else ''}: {trial.describe()}"
+        for step in run_trial(trial, loaded, judge, why_stop, strict=strict):
+            bar.update(step)
+            yield progress(done_before + bar.fraction, f"{label} · {bar.describe()}")
+
+    def finished(trial: SearchTrial) -> None:
+        result.best_index, result.closest_index = choose_best(result.trials)
+        keep = set(result.pareto) | {result.best_index, 0}
+        for i, t in enumerate(result.trials):  # the models of dominated trials are let go (memory)
+            if i not in keep:
+                t.result = None
+        if on_trial is not None:
+            on_trial(trial, result)
+
+    # -- the study: here in memory, or shared through a storage with worker processes / other machines
+    shared = settings.storage is not None or settings.workers > 1
+    folder = None
+    if shared:
+        import tempfile
+
+        url = settings.storage
+        if url is None:
+            folder = tempfile.TemporaryDirectory(prefix="qstudio-search-")
+            url = str(Path(folder.name) / "journal.log")
+        storage = _open_storage(url)
+        name = settings.study_name or f"qstudio-{loaded.name}-{settings.seed}"
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["maximize", "maximize"],
+            sampler=_sampler(settings),
+            load_if_exists=True,
+        )
+        result.executor = (
+            f"{settings.workers} processes sharing an Optuna journal"
+            if settings.storage is None
+            else f"Optuna study {name!r} in {url}"
+        )
+    else:
+        url, name = None, None
+        study = optuna.create_study(directions=["maximize", "maximize"], sampler=_sampler(settings))
+    known = study.user_attrs.get("space")
+    plain: SearchTrial | None = None
+
+    # -- trial 0: the plain run, which also gives the FP32 reference and the layers' sensitivity
+    if known is None:
+        if worker:
+            raise RecipeError(f"the study {name!r} has not been started", "start the search first, then its workers")
+        plain = SearchTrial(0, base, "plain run")
+        result.trials.append(plain)
+        yield progress(0, f"trial 1: the plain run ({plain.describe()})")
+        try:
+            yield from trial_steps(plain, strict=True)
+        except Cancelled as exc:
+            result.stopped = "cancelled" if cancel.cancelled else "time"
+            result.notes.append(f"Stopped during the plain run ({exc}).")
+            result.trials.pop()
+            result.seconds = clock() - started
+            return result
+        first = plain.result
+        judge.fp32_quality = first.evaluation.fp32_accuracy if metric == "accuracy" else 1.0
+        plain.within_budget = judge.within(plain)
+        space = _build_space(base, loaded, data, settings, first)
+        study.set_user_attr("space", dataclasses.asdict(space))
+        study.set_user_attr("fp32_quality", judge.fp32_quality)
+        study.set_user_attr("metric", metric)
+        dists = space.distributions()
+        _add_done(study, space, dists, plain, judge)
+        for origin, params in _seeds(space, base):
+            study.enqueue_trial(params, user_attrs={"origin": origin})
+    else:
+        space = Space(**known)
+        judge.fp32_quality = study.user_attrs.get("fp32_quality")
+        dists = space.distributions()
+    result.fp32_quality = judge.fp32_quality
+    if plain is not None:
+        finished(plain)
+
+    pool: list[Any] = []
+    if shared and not worker and settings.workers > 1:
+        pool = _start_workers(settings.workers - 1, recipe, loaded, settings, url, name, started, clock)
+    own: set[int] = set()  # Optuna trial numbers run here
+
+    def merge() -> None:
+        """Add the trials other processes finished since the last look."""
+        if not shared:
+            return
+        for ft in study.get_trials(deepcopy=False):
+            rec = ft.user_attrs.get(_ATTR)
+            if rec is None or ft.number in own or ft.state.name not in ("COMPLETE", "PRUNED", "FAIL"):
+                continue
+            own.add(ft.number)
+            if plain is not None and ft.number == 0:
+                continue  # the plain run, added by this process
+            t = SearchTrial(
+                len(result.trials),
+                Recipe.from_dict(rec["recipe"]),
+                rec["origin"] + " (another worker)",
+                state=rec["state"],
+                quality=rec["quality"],
+                latency_ms=rec["latency_ms"],
+                speedup=rec["speedup"],
+                seconds=rec["seconds"],
+                note=rec["note"],
+                params=dict(ft.params),
+            )
+            t.within_budget = judge.within(t)
+            result.trials.append(t)
+            finished(t)
+
+    if plain is not None and shared:
+        own.update(ft.number for ft in study.get_trials(deepcopy=False))
+
+    try:
+        while True:
+            merge()
+            started_n = _started_count(study) if shared else len(result.trials)
+            if limit is not None and started_n >= limit:
+                break
+            why = why_stop()
+            if why:
+                raise Cancelled(why)
+            ot = study.ask(dists)
+            own.add(ot.number)
+            params = dict(ot.params)
+            origin = ot.user_attrs.get("origin", "sampled")
+            trial = SearchTrial(len(result.trials), space.recipe_for(base, params), origin, params=params)
+            result.trials.append(trial)
+            yield progress(len(result.trials) - 1, f"trial {trial.number + 1}: {trial.describe()}")
+            try:
+                yield from trial_steps(trial)
+            except Cancelled:
+                study.tell(ot, state=optuna.trial.TrialState.FAIL)
+                raise
+            _tell(study, ot, trial, judge)
+            finished(trial)
+        result.stopped = "trials"
+        while pool and any(p.poll() is None for p in pool):  # the workers end their last trials
+            why = why_stop()
+            if why:
+                raise Cancelled(why)
+            merge()
+            time.sleep(0.5)
+            yield progress(len(result.trials), f"waiting for {sum(p.poll() is None for p in pool)} worker(s)")
+        merge()
+    except Cancelled:
+        result.stopped = "cancelled" if cancel.cancelled else "time"
+        if result.trials and result.trials[-1].state in ("running", "cancelled"):
+            result.trials.pop()  # the trial cut short measured nothing
+        result.best_index, result.closest_index = choose_best(result.trials)
+    finally:
+        for p in pool:
+            if p.poll() is None:
+                p.terminate()
+        for p in pool:
+            try:
+                p.wait(timeout=10)
+            except Exception:
+                p.kill()
+        for p in pool:
+            _worker_problem(p, result)
+        if pool:
+            merge()
+    if worker:
+        result.seconds = clock() - started
+        return result
+
+    # QAT, the last resort: only when nothing met the budget and there is labelled training data
+    train = recipe.train_source()
+    static = mode_traits(base.mode).static_activations
+    if result.best is None and result.stopped == "trials" and settings.allow_qat and static and train is not None:
+        close = result.closest
+        if close is not None:
+            qat = copy.deepcopy(close.recipe)
+            qat.mode = "qat"
+            qat.deploy.target, qat.deploy.runtimes = "torchscript", []
+            trial = SearchTrial(len(result.trials), qat, "QAT (last resort)")
+            result.trials.append(trial)
+            try:
+                yield progress(len(result.trials) - 1, f"trial {trial.number + 1}: QAT, as nothing met the budget")
+                yield from trial_steps(trial)
+                finished(trial)
+            except Cancelled:
+                result.trials.pop()
+                result.stopped = "cancelled" if cancel.cancelled else "time"
+            result.best_index, result.closest_index = choose_best(result.trials)
+
+    # the winner again, beside every runtime (its headline is against the fastest FP32 one), on hold-out data
+    winner = result.best
+    if winner is not None and result.stopped != "cancelled":
+        final = copy.deepcopy(winner.recipe)
+        final.benchmark.batch_sizes = list(recipe.benchmark.batch_sizes)
+        final.deploy.runtimes = recipe.deploy.runtimes
+        if holdout is not None:
+            final.eval = holdout
+        from qstudio.core.pipeline import run_recipe
+        from qstudio.core.progress import RunProgress
+
+        work = run_recipe(final, loaded)
+        bar = RunProgress()
+        try:
+            while True:
+                step = next(work)
+                if cancel.cancelled:
+                    work.close()
+                    raise Cancelled("cancelled by the user")
+                bar.update(step)
+                yield progress(0, f"the winner again beside every runtime · {bar.describe()}", final=bar.fraction)
+        except StopIteration as stop:
+            result.final = stop.value
+        except Cancelled:
+            result.notes.append("Cancelled while measuring the winner again: its figures are the trial's.")
+        except Exception as exc:
+            result.notes.append(f"The winner could not be measured again ({type(exc).__name__}: {_first_line(exc)}).")
+    if result.final is None and winner is not None and winner.result is not None and holdout is None:
+        result.final = winner.result
+    if holdout is not None and result.final is not None and result.final.recipe.eval != holdout:
+        result.notes.append("The winner was not measured on the hold-out data (see above).")
+    if folder is not None:
+        folder.cleanup()
+    result.seconds = clock() - started
+    return result
+
+
+def _build_space(base: Recipe, loaded: Any, data: Any, settings: SearchSettings, first: Any) -> Space:
+    """The choices of this search, from the model, the machine and the plain run's per-layer sensitivity."""
+    from qstudio.core.compare import worst_layers
+    from qstudio.core.environment import check_backend
+
+    sensitive = [n for n in worst_layers(first.layers, SENSITIVE_LAYERS) if n not in base.settings.skip]
+    static = mode_traits(base.mode).static_activations
+    modes = ["fx"] + (["eager"] if _eager_works(base, loaded, data) else []) if static else ["dynamic"]
+    backends = []
+    for b in ("x86", "fbgemm", "onednn"):
+        try:
+            check_backend(b)
+            backends.append(b)
+        except QStudioError:
+            pass
+    runtimes = available_runtimes(settings) if static else ["torchscript"]
+    batches = max(data.calib.num_batches(base.settings.batch_size), 1)
+    calib = [c for c in CALIB_CHOICES if c <= batches] or [batches]
+    return Space(modes, backends or [base.settings.backend], runtimes, sensitive, calib)
+
+
+def _seeds(space: Space, base: Recipe) -> list[tuple[str, dict[str, Any]]]:
+    """The first trials, chosen not sampled: what a user would try by hand after the plain run."""
+    if base.mode not in space.modes or base.deploy.target not in space.runtimes:
+        return []
+    start = space.params_of(base)
+    seeds: list[tuple[str, dict[str, Any]]] = []
+    n = len(space.sensitive)
+    for k in (1, 2):
+        if n >= k:
+            seeds.append((f"worst {k} in float", {**start, **{f"float_{j}": j < k for j in range(n)}}))
+    if "observer" in start and start["observer"] != "minmax":
+        seeds.append(("minmax observer", {**start, "observer": "minmax"}))
+    for rt in space.runtimes:
+        if rt != start["runtime"]:
+            seeds.append((f"{_RUNTIME_TITLES.get(rt, rt)} runtime", {**start, "runtime": rt}))
+    return seeds
+
+
+def _eager_works(recipe: Recipe, loaded: Any, data: Any) -> bool:
+    """Whether eager mode can take this model (its dry run passes), so the search may try it."""
+    from qstudio.core.flows import FlowInput, get_flow
+    from qstudio.core.pipeline import resolve_groups
+
+    r = copy.deepcopy(recipe)
+    r.mode = "eager"
+    try:
+        groups, _ = resolve_groups(r, loaded.module)
+        get_flow(r).preflight(FlowInput(loaded.module, r, groups, data.calib, data.calib.sample(1)))
+        return True
+    except Exception:
+        return False
+
+
+# -- worker processes ------------------------------------------------------------------------------------------
+def _start_workers(
+    n: int, recipe: Recipe, loaded: Any, settings: SearchSettings, url: str, name: str, started: float, clock: Any
+) -> list[Any]:
+    """Start ``n`` worker processes on the study (``python -m qstudio.core.search_worker FOLDER``).
+
+    Each loads the model again from its source, with this session's weights
+    (a state_dict, loaded back with ``weights_only=True``) and exactly the code
+    grants the model was loaded with; a model that cannot be loaded again runs
+    its trials here only, said in the notes.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    import torch
+
+    from qstudio.core.child_rebuild import child_grants, reload_problem
+
+    problem = reload_problem(loaded.source)
+    grants: frozenset[str] = frozenset()
+    if not problem:
+        grants, problem = child_grants(loaded.source)
+    if problem:
+        log.warning("search workers not started: %s", problem)
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="qstudio-search-worker-"))
+    torch.save(loaded.module.state_dict(), folder / "weights.pt")
+    left = None if settings.time_budget is None else max(settings.time_budget - (clock() - started), 1.0)
+    spec = {
+        "recipe": recipe.to_dict(),
+        "settings": {
+            **dataclasses.asdict(settings),
+            "storage": url,
+            "study_name": name,
+            "workers": 1,
+            "time_budget": left,
+        },
+        "grants": sorted(grants),
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    procs = []
+    for i in range(n):
+        log_path = folder / f"worker{i}.log"
+        with open(log_path, "wb") as fh:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "qstudio.core.search_worker", str(folder)],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        procs[-1].log_path = log_path  # type: ignore[attr-defined]
+    return procs
+
+
+def _worker_problem(proc: Any, result: SearchResult) -> None:
+    """A worker that ended with an error: its last line in the notes (its trials already merged)."""
+    code = proc.returncode
+    if code in (0, None) or code < 0:  # done, or stopped by this process
+        return
+    try:
+        tail = Path(proc.log_path).read_text(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        tail = []
+    result.notes.append(f"A worker process failed (exit {code}): {' '.join(tail) or 'no output'}")
+
+
+__all__ = [
+    "METRICS",
+    "SearchResult",
+    "SearchSettings",
+    "SearchTrial",
+    "choose_best",
+    "pareto_front",
+    "run_trial",
+    "search",
+]

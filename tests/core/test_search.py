@@ -1,0 +1,142 @@
+"""The search: real runs of the demo (and a torchvision model) chosen by Optuna, within a budget, replayable.
+
+Trials here are short (few benchmark iterations, torch's runtime only unless a
+test names others) but every one is a real quantization, evaluation and
+benchmark of the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qstudio.cli.main import main as cli_main
+from qstudio.core.errors import RecipeError
+from qstudio.core.progress import CancelToken, run
+from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe
+from qstudio.core.search import SearchSettings, SearchTrial, choose_best, pareto_front, search
+
+
+def demo_recipe(**settings) -> Recipe:
+    return Recipe(
+        model=ModelSource("demo"),
+        mode="fx",
+        settings=QuantSettings(calib_batches=4, **settings),
+        benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
+    )
+
+
+def test_demo_search_finds_a_model_within_budget_no_slower_than_the_plain_run(demo):
+    steps = []
+    result = run(search(demo_recipe(), demo, SearchSettings(max_drop=1.0, trials=5, runtimes=[])), steps.append)
+    assert result.metric == "accuracy"  # the demo's eval split is labelled
+    assert len(result.trials) == 5 and result.stopped == "trials"
+    plain = result.plain
+    assert plain.origin == "plain run" and plain.state == "complete"
+    assert result.trials[1].origin == "worst 1 in float" and result.trials[1].recipe.settings.skip
+    best = result.best
+    assert best is not None and best.within_budget
+    assert best.quality >= result.fp32_quality - 0.01 - 1e-9
+    if plain.within_budget:
+        assert best.speedup >= plain.speedup
+    # the winner, measured again beside the runtimes, with the user's batch sizes
+    assert result.final is not None and result.final.recipe.settings.skip == best.recipe.settings.skip
+    # progress: one stage, never backwards, with the best so far once there is one
+    fractions = [s.fraction for s in steps if s.stage == "search"]
+    assert fractions == sorted(fractions) and fractions[-1] > 0.7
+    assert any(s.metrics and "best_speedup" in s.metrics for s in steps)
+    doc = json.loads(json.dumps(result.to_json()))
+    assert {"trials", "pareto", "best"} <= doc.keys()
+    first = doc["trials"][0]
+    assert {"recipe", "accuracy", "latency_ms", "speedup", "within_budget"} <= first.keys()
+    assert doc["pareto"] and all(doc["trials"][i]["state"] == "complete" for i in doc["pareto"])
+    # every trial is a recipe that loads back
+    for t in doc["trials"]:
+        Recipe.from_dict(t["recipe"])
+
+
+def test_cancel_returns_the_best_so_far(demo):
+    token = CancelToken()
+
+    def after(trial, _result):
+        if trial.number >= 1:
+            token.cancel()
+
+    result = run(
+        search(demo_recipe(), demo, SearchSettings(max_drop=5.0, trials=10, runtimes=[]), cancel=token, on_trial=after)
+    )
+    assert result.stopped == "cancelled"
+    assert len(result.trials) == 2
+    assert result.best is not None  # 5 points: the plain demo run is within
+    assert "cancelled" in result.summary()
+
+
+def test_time_budget_stops_with_the_best_so_far(demo):
+    result = run(search(demo_recipe(), demo, SearchSettings(max_drop=5.0, time_budget=4.0, runtimes=[])))
+    assert result.stopped == "time"
+    assert result.trials and result.trials[0].state == "complete"  # a trial cut short is not kept
+    assert all(t.state != "running" for t in result.trials)
+
+
+def test_accuracy_metric_needs_labels(demo):
+    recipe = demo_recipe()
+    recipe.eval = DataSource(kind="random")
+    with pytest.raises(RecipeError, match="labelled"):
+        run(search(recipe, demo, SearchSettings(max_drop=1.0, metric="accuracy", trials=2)))
+
+
+def test_pareto_front_and_choice():
+    r = demo_recipe()
+
+    def t(n, q, s, within=True, state="complete"):
+        return SearchTrial(n, r, "x", state=state, quality=q, speedup=s, latency_ms=1 / s if s else None, within_budget=within)
+
+    trials = [t(0, 0.97, 3.0), t(1, 0.98, 2.0), t(2, 0.96, 2.5), t(3, 0.95, 5.0, within=False), t(4, 0.99, 1.0)]
+    assert pareto_front(trials) == [4, 1, 0, 3]  # 2 is beaten by 0 on both
+    assert choose_best(trials) == (0, None)  # the fastest within budget; 3 is faster but over
+    over = [t(0, 0.9, 3.0, within=False), t(1, 0.93, 2.0, within=False), t(2, None, 0, state="failed")]
+    assert choose_best(over) == (None, 1)  # none within: the closest
+
+
+def test_cli_search_writes_json_recipe_report_and_export_and_the_recipe_replays(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    code = cli_main(
+        [
+            "search",
+            "demo",
+            "--max-drop",
+            "1",
+            "--trials",
+            "3",
+            "--calib-batches",
+            "4",
+            "--iters",
+            "8",
+            "--runtimes",
+            "none",
+            "--json",
+            str(out),
+            "--save-recipe",
+            str(tmp_path / "w.toml"),
+            "--report",
+            str(tmp_path / "s.html"),
+            "--export",
+            str(tmp_path / "m"),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0, text
+    doc = json.loads(out.read_text())
+    assert len(doc["trials"]) == 3 and doc["best"]["within_budget"]
+    assert "best is trial" in text
+    html = (tmp_path / "s.html").read_text()
+    assert "<svg" in html and "Pareto" in html and "qstudio run" in html
+    assert Path(tmp_path / "m.pt").stat().st_size > 0
+    assert cli_main(["run", str(tmp_path / "w.toml")]) == 0
+
+
+def test_cli_search_bad_budget_is_a_usage_error(capsys):
+    assert cli_main(["search", "demo", "--max-drop", "-1"]) == 2
+    assert "max-drop" in capsys.readouterr().err
