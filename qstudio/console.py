@@ -270,7 +270,7 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
             str(tr.number),
             escape(tr.describe()),
             fmt_pct(tr.quality),
-            "—" if drop != drop else f"{-drop:+.2f} pt",
+            "—" if drop != drop else f"{0.0 - drop:+.2f} pt",
             "—" if tr.latency_ms is None else f"{tr.latency_ms:.2f}",
             "—" if not tr.speedup else f"{tr.speedup:.2f}x",
             marks,

@@ -179,7 +179,7 @@ def render_search_report(result: Any, *, generated: datetime | None = None) -> s
     drops = []
     for t in result.trials:
         d = result.drop_points(t)
-        drops.append("—" if d != d else f"{-d:+.2f} pt")
+        drops.append("—" if d != d else f"{0.0 - d:+.2f} pt")
     recipe = final.recipe if final is not None else (best.recipe if best is not None else None)
     context = {
         "s": result,

@@ -58,6 +58,8 @@ SENSITIVE_LAYERS = 8
 #: a trial more than this many times the budget (and at least HOPELESS_POINTS) below FP32 is not timed
 HOPELESS_FACTOR, HOPELESS_POINTS = 3.0, 2.0
 CALIB_CHOICES = (4, 8, 16, 32)
+#: after the trials, the fastest few within budget are measured a second time before the winner is chosen
+CONFIRM_TOP = 3
 
 
 @dataclass
@@ -110,6 +112,8 @@ class SearchTrial:
     note: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     result: Any = field(default=None, repr=False, compare=False)  # the RunResult, kept for the best and the frontier
+    stable: bool = True  # its timing was stable (qstudio's check); an unstable speedup may be inflated
+    measured: list[float] = field(default_factory=list)  # every speedup measured for it (a second run confirms)
 
     @property
     def runtime(self) -> str:
@@ -145,6 +149,8 @@ class SearchTrial:
             "description": self.describe(),
             "seconds": self.seconds,
             "note": self.note,
+            "timing_stable": self.stable,
+            "speedups_measured": self.measured,
         }
 
 
@@ -202,7 +208,7 @@ class SearchResult:
             drop = self.drop_points(best)
             return (
                 f"{done} trials ({how}): best is trial {best.number}, {best.describe()}: "
-                f"{_fmt_q(best.quality)} {self.metric} ({drop:+.2f} points vs FP32, budget {self.max_drop:g}), "
+                f"{_fmt_q(best.quality)} {self.metric} ({0.0 - drop:+.2f} points vs FP32, budget {self.max_drop:g}), "
                 f"{best.speedup:.2f}x vs FP32 eager"
             )
         close = self.closest
@@ -210,7 +216,7 @@ class SearchResult:
             return (
                 f"{done} trials ({how}): none within {self.max_drop:g} points of FP32; the closest is trial "
                 f"{close.number}, {close.describe()}: {_fmt_q(close.quality)} {self.metric} "
-                f"({self.drop_points(close):+.2f} points)"
+                f"({0.0 - self.drop_points(close):+.2f} points vs FP32)"
             )
         return f"{done} trials ({how}): no trial finished"
 
@@ -462,7 +468,10 @@ def run_trial(
         eager = run.fp32.latency_ms
         trial.speedup = eager / trial.latency_ms if eager and trial.latency_ms else None
         trial.state = "complete"
-        if run.timing is not None and not run.timing.stable:
+        trial.stable = run.timing is None or run.timing.stable
+        if trial.speedup:
+            trial.measured.append(trial.speedup)
+        if not trial.stable:
             trial.note = "timing unstable (the machine was busy during this trial)"
         if trial.runtime != "torchscript" and (row is None or row.name != trial.runtime):
             trial.state = "failed"
@@ -523,6 +532,7 @@ def _trial_record(trial: SearchTrial) -> dict[str, Any]:
         "speedup": trial.speedup,
         "seconds": trial.seconds,
         "note": trial.note,
+        "stable": trial.stable,
     }
 
 
@@ -759,13 +769,14 @@ def search(
                 seconds=rec["seconds"],
                 note=rec["note"],
                 params=dict(ft.params),
+                stable=rec.get("stable", True),
             )
             t.within_budget = judge.within(t)
             result.trials.append(t)
             finished(t)
 
-    if plain is not None and shared:
-        own.update(ft.number for ft in study.get_trials(deepcopy=False))
+    if plain is not None and shared:  # the plain run, added by this process (the enqueued first trials are not run yet)
+        own.update(ft.number for ft in study.get_trials(deepcopy=False) if ft.state.name == "COMPLETE")
 
     try:
         while True:
@@ -841,6 +852,31 @@ def search(
                 result.stopped = "cancelled" if cancel.cancelled else "time"
             result.best_index, result.closest_index = choose_best(result.trials)
 
+    # the fastest few within budget, measured a second time: a speedup inflated by a busy moment is not the winner
+    if not worker and result.stopped == "trials":
+        contenders = sorted(
+            (t for t in result.trials if t.state == "complete" and t.within_budget and t.speedup),
+            key=lambda t: t.speedup or 0.0,
+            reverse=True,
+        )[:CONFIRM_TOP]
+        if len(contenders) > 1 or (contenders and not contenders[0].stable):
+            for k, t in enumerate(contenders):
+                again = SearchTrial(t.number, t.recipe, t.origin)
+                try:
+                    for step in run_trial(again, loaded, judge, why_stop):
+                        del step
+                        yield progress(
+                            0, f"measuring trial {t.number} again ({k + 1}/{len(contenders)})", k / len(contenders) / 2
+                        )
+                except Cancelled:
+                    result.stopped = "cancelled" if cancel.cancelled else "time"
+                    break
+                if again.state == "complete" and again.speedup:
+                    _confirm(t, again)
+            result.best_index, result.closest_index = choose_best(result.trials)
+    elif not worker and result.best is not None:
+        result.notes.append("The winner's speed was not measured a second time (the search was stopped early).")
+
     # the winner again, beside every runtime (its headline is against the fastest FP32 one), on hold-out data
     winner = result.best
     if winner is not None and result.stopped != "cancelled":
@@ -861,13 +897,23 @@ def search(
                     work.close()
                     raise Cancelled("cancelled by the user")
                 bar.update(step)
-                yield progress(0, f"the winner again beside every runtime · {bar.describe()}", final=bar.fraction)
+                yield progress(
+                    0, f"the winner again beside every runtime · {bar.describe()}", final=0.5 + bar.fraction / 2
+                )
         except StopIteration as stop:
             result.final = stop.value
         except Cancelled:
             result.notes.append("Cancelled while measuring the winner again: its figures are the trial's.")
         except Exception as exc:
             result.notes.append(f"The winner could not be measured again ({type(exc).__name__}: {_first_line(exc)}).")
+    unstable = [t for t in result.trials if t.state == "complete" and not t.stable]
+    if unstable and not worker:
+        result.notes.insert(
+            0,
+            f"UNRELIABLE SPEEDS: {len(unstable)} of {len(result.trials)} trials had unstable timings (another "
+            "process took the CPU): their speedups can be off by several times, and the search may have chosen by "
+            "noise. Search again on a quiet machine; the winner's figures measured again are shown beside it.",
+        )
     if result.final is None and winner is not None and winner.result is not None and holdout is None:
         result.final = winner.result
     if holdout is not None and result.final is not None and result.final.recipe.eval != holdout:
@@ -876,6 +922,20 @@ def search(
         folder.cleanup()
     result.seconds = clock() - started
     return result
+
+
+def _confirm(trial: SearchTrial, again: SearchTrial) -> None:
+    """Fold a second measurement into ``trial``: the stable measurements' mean (all of them when none was stable)."""
+    trial.measured.append(again.speedup or 0.0)
+    stable = [s for s, ok in ((trial.speedup, trial.stable), (again.speedup, again.stable)) if ok and s]
+    first = trial.speedup or 0.0
+    values = stable or [v for v in (first, again.speedup) if v]
+    trial.speedup = sum(values) / len(values)
+    if trial.latency_ms and first:
+        trial.latency_ms = trial.latency_ms * first / trial.speedup
+    trial.stable = trial.stable or again.stable
+    note = f"measured twice: {first:.2f}x, then {again.speedup:.2f}x"
+    trial.note = note if trial.note.startswith("timing unstable") or not trial.note else f"{trial.note}; {note}"
 
 
 def _build_space(base: Recipe, loaded: Any, data: Any, settings: SearchSettings, first: Any) -> Space:
@@ -895,7 +955,8 @@ def _build_space(base: Recipe, loaded: Any, data: Any, settings: SearchSettings,
             pass
     runtimes = available_runtimes(settings) if static else ["torchscript"]
     batches = max(data.calib.num_batches(base.settings.batch_size), 1)
-    calib = [c for c in CALIB_CHOICES if c <= batches] or [batches]
+    # fewer batches than the data holds, and the user's own setting (more than the data holds means all of it)
+    calib = sorted({c for c in CALIB_CHOICES if c < batches} | {base.settings.calib_batches})
     return Space(modes, backends or [base.settings.backend], runtimes, sensitive, calib)
 
 

@@ -91,7 +91,9 @@ def test_pareto_front_and_choice():
     r = demo_recipe()
 
     def t(n, q, s, within=True, state="complete"):
-        return SearchTrial(n, r, "x", state=state, quality=q, speedup=s, latency_ms=1 / s if s else None, within_budget=within)
+        return SearchTrial(
+            n, r, "x", state=state, quality=q, speedup=s, latency_ms=1 / s if s else None, within_budget=within
+        )
 
     trials = [t(0, 0.97, 3.0), t(1, 0.98, 2.0), t(2, 0.96, 2.5), t(3, 0.95, 5.0, within=False), t(4, 0.99, 1.0)]
     assert pareto_front(trials) == [4, 1, 0, 3]  # 2 is beaten by 0 on both
@@ -140,3 +142,22 @@ def test_cli_search_writes_json_recipe_report_and_export_and_the_recipe_replays(
 def test_cli_search_bad_budget_is_a_usage_error(capsys):
     assert cli_main(["search", "demo", "--max-drop", "-1"]) == 2
     assert "max-drop" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("storage", [pytest.param(None, marks=pytest.mark.slow), "sqlite"])
+def test_worker_processes_share_the_study(demo, tmp_path, storage):
+    """--workers 2: a real second process runs trials on the same Optuna study (a journal file, or an SQLite RDB)."""
+    url = f"sqlite:///{tmp_path / 'study.db'}" if storage else None
+    settings = SearchSettings(max_drop=2.0, trials=5, runtimes=[], workers=2, storage=url, study_name="t")
+    result = run(search(demo_recipe(), demo, settings))
+    assert result.stopped == "trials", result.notes
+    assert not [n for n in result.notes if "worker process failed" in n]
+    elsewhere = [t for t in result.trials if t.origin.endswith("(another worker)")]
+    assert elsewhere, [t.origin for t in result.trials]  # the worker process ran some of them
+    assert all(t.state in ("complete", "pruned", "failed") for t in result.trials)
+    assert len(result.trials) >= 5 and result.best is not None
+    if storage:  # the study is in the database for anyone to read (or join)
+        import optuna
+
+        study = optuna.load_study(study_name="t", storage=url)
+        assert len(study.trials) == len(result.trials)
