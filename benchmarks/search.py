@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-warnings.filterwarnings("ignore")
 
 from common import environment_lines, settle_batchnorm
 
@@ -78,6 +77,7 @@ def describe(result) -> list[str]:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["demo", "resnet18"])
     p.add_argument("--budgets", nargs="+", type=float, default=[0.0, 1.0])
