@@ -425,7 +425,7 @@ def pareto_chart_svg(result: object) -> str:
                 f'<text x="{x + 13:.1f}" y="{y - 8:.1f}" fill="{INK}" font-weight="600">best: trial {t.number}</text>'
             )
     missing = len([t for t in result.trials if t.state != "complete"])
-    caption = "latency of the deployed INT8 model (ms, lower is better)"
+    caption = "latency of the deployed INT8 model, ms (the plain run's FP32 eager ms / the trial's speedup)"
     if missing:
         caption += f"; {missing} trial{'s' if missing != 1 else ''} not timed (pruned or failed)"
     parts.append(

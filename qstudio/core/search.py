@@ -19,7 +19,9 @@ what a user would try by hand.
 
 Each trial's speed is its INT8 model against FP32 eager, timed interleaved in
 the trial's own run (a ratio survives a change of machine load between
-trials).  A trial whose quality is hopeless (far outside the budget) is
+trials); its ``latency_ms`` is the plain run's FP32 eager latency divided by
+that speedup, so latencies of trials measured minutes apart compare
+(``measured_ms`` is the raw figure of its own run).  A trial whose quality is hopeless (far outside the budget) is
 stopped before its benchmark, Optuna's "pruned".  The winner is measured
 again at the end beside every runtime (its headline speedup is against the
 fastest FP32 runtime, named) and, when hold-out data is given, on that data:
@@ -113,6 +115,7 @@ class SearchTrial:
     params: dict[str, Any] = field(default_factory=dict)
     result: Any = field(default=None, repr=False, compare=False)  # the RunResult, kept for the best and the frontier
     stable: bool = True  # its timing was stable (qstudio's check); an unstable speedup may be inflated
+    measured_ms: float | None = None  # the latency as measured in its own run (``latency_ms`` is scaled, see run_trial)
     measured: list[float] = field(default_factory=list)  # every speedup measured for it (a second run confirms)
 
     @property
@@ -150,6 +153,7 @@ class SearchTrial:
             "seconds": self.seconds,
             "note": self.note,
             "timing_stable": self.stable,
+            "latency_measured_ms": self.measured_ms,
             "speedups_measured": self.measured,
         }
 
@@ -405,6 +409,7 @@ class _Judge:
     metric: str
     max_drop: float
     fp32_quality: float | None = None
+    eager_ms: float | None = None  # the plain run's FP32 eager latency: trials' latencies are scaled to it
 
     @property
     def floor(self) -> float | None:
@@ -464,9 +469,13 @@ def run_trial(
         trial.result = run
         trial.quality = _quality_of(run, judge.metric)
         row = run.deployed
-        trial.latency_ms = row.latency_ms if row is not None else run.int8.latency_ms
+        trial.measured_ms = row.latency_ms if row is not None else run.int8.latency_ms
         eager = run.fp32.latency_ms
-        trial.speedup = eager / trial.latency_ms if eager and trial.latency_ms else None
+        trial.speedup = eager / trial.measured_ms if eager and trial.measured_ms else None
+        # trials run at different moments, so at different machine loads: their latencies are compared as
+        # speedups (interleaved within each run) times one reference, the plain run's FP32 eager latency
+        reference = judge.eager_ms or eager
+        trial.latency_ms = reference / trial.speedup if reference and trial.speedup else trial.measured_ms
         trial.state = "complete"
         trial.stable = run.timing is None or run.timing.stable
         if trial.speedup:
@@ -529,6 +538,7 @@ def _trial_record(trial: SearchTrial) -> dict[str, Any]:
         "state": trial.state,
         "quality": trial.quality,
         "latency_ms": trial.latency_ms,
+        "measured_ms": trial.measured_ms,
         "speedup": trial.speedup,
         "seconds": trial.seconds,
         "note": trial.note,
@@ -665,7 +675,9 @@ def search(
         bar = RunProgress()
         done_before = sum(t.state not in ("running", "cancelled") for t in result.trials if t is not trial)
         label = f"trial {trial.number + 1}{'/' + str(limit) if limit else ''}: {trial.describe()}"
-        for step in run_trial(trial, loaded, judge, why_stop, strict=strict):
+        # the plain run is the reference every trial is judged against: only the user stops it, not the clock
+        stop = (lambda: "cancelled by the user" if cancel.cancelled else None) if strict else why_stop
+        for step in run_trial(trial, loaded, judge, stop, strict=strict):
             bar.update(step)
             yield progress(done_before + bar.fraction, f"{label} · {bar.describe()}")
 
@@ -725,11 +737,13 @@ def search(
             return result
         first = plain.result
         judge.fp32_quality = first.evaluation.fp32_accuracy if metric == "accuracy" else 1.0
+        judge.eager_ms = first.fp32.latency_ms
         plain.within_budget = judge.within(plain)
         space = _build_space(base, loaded, data, settings, first)
         study.set_user_attr("space", dataclasses.asdict(space))
         study.set_user_attr("fp32_quality", judge.fp32_quality)
         study.set_user_attr("metric", metric)
+        study.set_user_attr("eager_ms", judge.eager_ms)
         dists = space.distributions()
         _add_done(study, space, dists, plain, judge)
         for origin, params in _seeds(space, base):
@@ -737,6 +751,7 @@ def search(
     else:
         space = Space(**known)
         judge.fp32_quality = study.user_attrs.get("fp32_quality")
+        judge.eager_ms = study.user_attrs.get("eager_ms")
         dists = space.distributions()
     result.fp32_quality = judge.fp32_quality
     if plain is not None:
@@ -764,7 +779,8 @@ def search(
                 rec["origin"] + " (another worker)",
                 state=rec["state"],
                 quality=rec["quality"],
-                latency_ms=rec["latency_ms"],
+                latency_ms=judge.eager_ms / rec["speedup"] if judge.eager_ms and rec["speedup"] else rec["latency_ms"],
+                measured_ms=rec.get("measured_ms"),
                 speedup=rec["speedup"],
                 seconds=rec["seconds"],
                 note=rec["note"],
