@@ -204,9 +204,12 @@ class SearchResult:
     def summary(self) -> str:
         """One sentence: the winner and its figures, or why there is none."""
         done = sum(t.state != "running" for t in self.trials)
-        how = {"time": "the time budget ran out", "cancelled": "cancelled", "trials": "all trials done"}.get(
-            self.stopped, self.stopped
-        )
+        how = {
+            "time": "the time budget ran out",
+            "cancelled": "cancelled",
+            "trials": "all trials done",
+            "running": "so far",
+        }.get(self.stopped, self.stopped)
         best = self.best
         if best is not None:
             drop = self.drop_points(best)
@@ -556,7 +559,9 @@ def _tell(study: Any, ot: Any, trial: SearchTrial, judge: _Judge) -> None:
     if trial.state == "complete":
         study.tell(ot, [q, trial.speedup or 0.0])
     elif trial.state == "pruned":
-        study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+        # told with its quality and no speed (it was not timed), not as Optuna's PRUNED, which the sampler
+        # ignores: where quality is lost is what it must learn when most trials are far outside the budget
+        study.tell(ot, [q, 0.0])
     else:
         study.tell(ot, state=optuna.trial.TrialState.FAIL)
 
@@ -634,7 +639,7 @@ def search(
         )
     limit = settings.trial_limit
     judge = _Judge(metric, float(settings.max_drop))
-    result = SearchResult(loaded.name, metric, float(settings.max_drop), None, [], "trials", 0.0, holdout=holdout)
+    result = SearchResult(loaded.name, metric, float(settings.max_drop), None, [], "running", 0.0, holdout=holdout)
     if data.eval_is_calib:
         result.notes.append(
             "The evaluation data is the calibration data: the figures are optimistic. Give separate --eval-data."
@@ -674,7 +679,7 @@ def search(
 
         bar = RunProgress()
         done_before = sum(t.state not in ("running", "cancelled") for t in result.trials if t is not trial)
-        label = f"trial {trial.number + 1}{'/' + str(limit) if limit else ''}: {trial.describe()}"
+        label = f"trial {trial.number}{' of ' + str(limit) if limit else ''}: {trial.describe()}"
         # the plain run is the reference every trial is judged against: only the user stops it, not the clock
         stop = (lambda: "cancelled by the user" if cancel.cancelled else None) if strict else why_stop
         for step in run_trial(trial, loaded, judge, stop, strict=strict):
@@ -726,7 +731,7 @@ def search(
             raise RecipeError(f"the study {name!r} has not been started", "start the search first, then its workers")
         plain = SearchTrial(0, base, "plain run")
         result.trials.append(plain)
-        yield progress(0, f"trial 1: the plain run ({plain.describe()})")
+        yield progress(0, f"trial 0: the plain run ({plain.describe()})")
         try:
             yield from trial_steps(plain, strict=True)
         except Cancelled as exc:
@@ -809,7 +814,7 @@ def search(
             origin = ot.user_attrs.get("origin", "sampled")
             trial = SearchTrial(len(result.trials), space.recipe_for(base, params), origin, params=params)
             result.trials.append(trial)
-            yield progress(len(result.trials) - 1, f"trial {trial.number + 1}: {trial.describe()}")
+            yield progress(len(result.trials) - 1, f"trial {trial.number}: {trial.describe()}")
             try:
                 yield from trial_steps(trial)
             except Cancelled:
@@ -860,7 +865,7 @@ def search(
             trial = SearchTrial(len(result.trials), qat, "QAT (last resort)")
             result.trials.append(trial)
             try:
-                yield progress(len(result.trials) - 1, f"trial {trial.number + 1}: QAT, as nothing met the budget")
+                yield progress(len(result.trials) - 1, f"trial {trial.number}: QAT, as nothing met the budget")
                 yield from trial_steps(trial)
                 finished(trial)
             except Cancelled:

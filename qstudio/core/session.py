@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,9 +26,12 @@ from qstudio.core.flows import mode_traits
 from qstudio.core.inputs import example_input
 from qstudio.core.loading import LoadedModel, load_model
 from qstudio.core.pipeline import RunResult, run_recipe
-from qstudio.core.progress import Progress
+from qstudio.core.progress import CancelToken, Progress
 from qstudio.core.recipe import DataSource, ModelSource, Recipe
 from qstudio.core.trust import Grants
+
+if TYPE_CHECKING:
+    from qstudio.core.search import SearchResult, SearchSettings, SearchTrial
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +275,54 @@ class Session:
             self._active_run = weakref.ref(work)
         return work
 
+    def search(
+        self,
+        settings: SearchSettings,
+        *,
+        cancel: CancelToken | None = None,
+        holdout: DataSource | None = None,
+        on_trial: Callable[[SearchTrial, SearchResult], None] | None = None,
+    ) -> Generator[Progress, Any, SearchResult]:
+        """Search configurations of a snapshot of the current recipe (:func:`qstudio.core.search.search`).
+
+        One run at a time, as :meth:`run`: a search is many runs on the loaded
+        model.  Cancelling through ``cancel`` makes the search return the best
+        configuration so far; the caller commits a trial's result with
+        :meth:`use_trial` (or :meth:`add_result`).
+        """
+        from qstudio.core.search import search
+
+        if self.loaded is None:
+            raise FlowError("no model is loaded", "open a model first")
+        with self._run_lock:
+            if self.running:
+                raise FlowError(
+                    "a run is already in progress",
+                    "wait for it to finish or cancel it, then start the search",
+                )
+            recipe = copy.deepcopy(self.recipe)
+            recipe.fusion = copy.deepcopy(self.groups) if mode_traits(recipe.mode).fuses else None
+            work = _tracked(search(recipe, self.loaded, settings, cancel=cancel, holdout=holdout, on_trial=on_trial))
+            self._active_run = weakref.ref(work)
+        return work
+
+    def use_trial(self, trial: SearchTrial, *, result: RunResult | None = None) -> bool:
+        """Make a search trial's result (``result``, else the one the trial kept) the session's last result.
+
+        False when there is none (the search let the model of a dominated
+        trial go): replay its recipe instead.  A result that already is the
+        last one is not added twice.
+        """
+        run = result if result is not None else trial.result
+        if run is None:
+            return False
+        if self.last is not run:
+            self.add_result(run)
+        return True
+
     @property
     def running(self) -> bool:
-        """True from :meth:`run` until its generator finishes, fails, is cancelled (closed) or is dropped."""
+        """True from :meth:`run` or :meth:`search` until its generator finishes, fails, is cancelled or is dropped."""
         work = self._active_run() if self._active_run is not None else None
         return work is not None and work.gi_frame is not None
 

@@ -10,21 +10,25 @@ run while one is going is refused with a message, never raced.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import traceback
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from qstudio.core.errors import Cancelled, QStudioError
 from qstudio.core.pipeline import RunResult
-from qstudio.core.progress import Progress
-from qstudio.core.recipe import ModelSource, Recipe
-from qstudio.core.session import Session
+from qstudio.core.progress import CancelToken, Progress
+from qstudio.core.recipe import DataSource, ModelSource, Recipe
+from qstudio.core.session import Session, same_model
 from qstudio.core.trust import Grants
 from qstudio.ui.worker import GeneratorTask
+
+if TYPE_CHECKING:
+    from qstudio.core.search import SearchResult, SearchSettings, SearchTrial
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ class SessionController(QObject):
     runFailed = Signal(str)
     errorDetails = Signal(str, str)  # message, details (for the error dialog)
     settingProblem = Signal(str, str)  # recipe key at fault (calib, eval, train, input_shape, ...), message
+    searchStarted = Signal(object)  # SearchSettings
+    searchTrial = Signal(object, object)  # SearchTrial, SearchResult so far (copies: the worker goes on)
+    searchFinished = Signal(object)  # SearchResult (stopped == "cancelled" after Cancel: the best so far)
+    searchFailed = Signal(str)
 
     def __init__(self, session: Session | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -83,6 +91,10 @@ class SessionController(QObject):
         self.worker: GeneratorTask | None = None
         self.task = ""
         self.started_at = 0.0
+        self._search_cancel: CancelToken | None = None  # set while a search runs: Cancel keeps its best so far
+        self.search_recipe: Recipe | None = None  # the recipe the last search started from
+        self.search_result: SearchResult | None = None  # the last search's result, once it ended
+        self.searchTrial.connect(self._log_trial)
 
     # -- session events -> signals ---------------------------------------------
     def _on_session_event(self, event: str) -> None:
@@ -124,12 +136,20 @@ class SessionController(QObject):
         return True
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.log.emit(f"{self.task}: cancelling after the current batch")
-            self.worker.quit()
+        if self.worker is None:
+            return
+        token = self._search_cancel
+        if token is not None:  # a search stops through its token and returns the best configuration so far
+            if not token.cancelled:
+                self.log.emit(f"{self.task}: stopping after the current batch; the best configuration so far is kept")
+                token.cancel()
+            return
+        self.log.emit(f"{self.task}: cancelling after the current batch")
+        self.worker.quit()
 
     def _release(self) -> None:
         self.worker = None
+        self._search_cancel = None
         self.busyChanged.emit(False)
 
     def _finish(self, on_done: Callable[[Any], None], value: Any) -> None:
@@ -165,6 +185,8 @@ class SessionController(QObject):
 
     def wait(self, msecs: int = 30000) -> bool:
         """Ask a running worker to stop and wait for the thread pool (used on close)."""
+        if self._search_cancel is not None:
+            self._search_cancel.cancel()
         if self.worker is not None:
             self.worker.quit()
         return QThreadPool.globalInstance().waitForDone(msecs)
@@ -220,3 +242,131 @@ class SessionController(QObject):
 
     def update_recipe(self, recipe: Recipe) -> None:
         self.session.update_recipe(recipe)
+
+    # -- search ------------------------------------------------------------------------
+    def search(self, settings: SearchSettings, *, holdout: DataSource | None = None) -> bool:
+        """Search configurations of the current recipe in a worker (:meth:`Session.search`).
+
+        Each finished trial arrives as ``searchTrial(trial, result so far)`` on
+        the GUI thread; the end as ``searchFinished(result)``, also after Cancel
+        (the search then returns the best configuration so far).  The winner's
+        result is added to the session, so the History lists it and File >
+        Export exports it.
+        """
+        session = self.session
+        if session.loaded is None:
+            self.report_error("No model is loaded. Fix: open a model (File > Open) first.", "")
+            return False
+        token = CancelToken()
+
+        def on_trial(trial: SearchTrial, result: SearchResult) -> None:  # in the worker thread
+            mine, snapshot = snapshot_search(trial, result)
+            self.searchTrial.emit(mine, snapshot)
+
+        def work() -> Generator[Progress, Any, SearchResult]:
+            return (yield from session.search(settings, cancel=token, holdout=holdout, on_trial=on_trial))
+
+        def done(result: SearchResult) -> None:
+            self.search_result = result
+            ran = sum(t.state != "running" for t in result.trials)
+            how = {"time": "the time limit ran out", "cancelled": "cancelled, the best so far is kept"}.get(
+                result.stopped, "all trials done"
+            )
+            self.log.emit(f"search: {ran} trial{'s' if ran != 1 else ''} ran ({how})")
+            self.log.emit(f"search: {result.summary()}")
+            for note in result.notes:
+                self.log.emit(f"search note: {note}")
+            best = result.best
+            keep = result.final if result.final is not None else (best.result if best is not None else None)
+            if keep is not None and not any(r is keep for r in session.results):
+                session.add_result(keep)  # the History gets the winner's row; File > Export exports it
+                self.log.emit(f"search: trial {best.number if best else '?'} is now the session's result")
+            self.searchFinished.emit(result)
+
+        def failed(message: str) -> None:
+            self.searchFailed.emit(message)
+
+        if self.worker is not None:  # refused with start's message, before anything of the last search is let go
+            return self.start("search", work, done, failed)
+        self.search_recipe = copy.deepcopy(session.recipe)
+        self.search_result = None
+        self._search_cancel = token  # before start: a Cancel pressed at once already reaches the search
+        self.start("search", work, done, failed)
+        limit = settings.trial_limit
+        self.log.emit(
+            f"search: the fastest configuration within {settings.max_drop:g} points of FP32"
+            + (f", up to {limit} trials" if limit else "")
+            + (f", at most {settings.time_budget / 60:g} min" if settings.time_budget else "")
+        )
+        self.searchStarted.emit(settings)
+        return True
+
+    def _log_trial(self, trial: SearchTrial, result: SearchResult) -> None:
+        """``trial 3: within budget · 98.40% accuracy (−0.20 points vs FP32) · 1.85 ms · 2.10x · FX x86, …``."""
+        from qstudio.core.formatting import fmt_ms, fmt_ratio
+
+        figures = [trial.state]
+        if trial.state == "complete":
+            figures = ["within budget" if trial.within_budget else "over budget"]
+        if trial.quality is not None:
+            change = -result.drop_points(trial)
+            vs = "" if change != change else f" ({'−' if change < 0 else '+'}{abs(change):.2f} points vs FP32)"
+            figures.append(f"{100 * trial.quality:.2f}% {result.metric}{vs}")
+        if trial.latency_ms is not None:
+            figures += [f"{fmt_ms(trial.latency_ms)} ms", fmt_ratio(trial.speedup)]
+        best = " · best so far" if result.best is trial else ""
+        note = f" ({trial.note})" if trial.note else ""
+        self.log.emit(f"trial {trial.number}: {' · '.join(figures)} · {trial.describe()} [{trial.origin}]{note}{best}")
+
+    def use_trial(self, trial: SearchTrial, result: RunResult | None = None) -> bool:
+        """Make a trial's result (``result``, else the one it kept) the session's result, for File > Export."""
+        if self.busy:
+            self.report_error(f"'{self.task}' is still running. Fix: wait for it to finish or press Cancel first.", "")
+            return False
+        if not self.session.use_trial(trial, result=result):
+            self.report_error(
+                f"The model of trial {trial.number} was not kept (only the best and the frontier's are). "
+                "Fix: press Replay this trial to run its recipe again.",
+                "",
+            )
+            return False
+        self.log.emit(
+            f"trial {trial.number} ({trial.describe()}) is now the session's result: File > Export INT8 model exports it"
+        )
+        return True
+
+    def replay_trial(self, trial: SearchTrial) -> bool:
+        """Make a trial's recipe the session's recipe and run it (for a trial whose model was not kept)."""
+        if self.busy:
+            self.report_error(f"'{self.task}' is still running. Fix: wait for it to finish or press Cancel first.", "")
+            return False
+        loaded = self.session.loaded
+        if loaded is None or not same_model(loaded.source, trial.recipe.model):
+            self.report_error(
+                f"Trial {trial.number} was searched on {trial.recipe.model.spec}, which is not the open model. "
+                f"Fix: open {trial.recipe.model.spec} again, then replay the trial.",
+                "",
+            )
+            return False
+        recipe = copy.deepcopy(trial.recipe)
+        base = self.search_recipe
+        if base is not None:  # as the search measured its winner: the user's batch sizes and runtimes
+            recipe.benchmark.batch_sizes = list(base.benchmark.batch_sizes)
+            recipe.deploy.runtimes = copy.deepcopy(base.deploy.runtimes)
+        self.session.update_recipe(recipe)
+        self.log.emit(f"replaying trial {trial.number}: {trial.describe()}")
+        return self.run()
+
+
+def snapshot_search(trial: SearchTrial, result: SearchResult) -> tuple[SearchTrial, SearchResult]:
+    """Copies of a trial and of the search so far, for the GUI thread while the worker goes on changing its own.
+
+    Shallow: recipes and run results are shared (the search never changes
+    them after a trial ends; it only lets go of the models it does not keep).
+    """
+    trials = [copy.copy(t) for t in result.trials]
+    snapshot = copy.copy(result)
+    snapshot.trials = trials
+    snapshot.notes = list(result.notes)
+    mine = next((t for t in trials if t.number == trial.number), copy.copy(trial))
+    return mine, snapshot

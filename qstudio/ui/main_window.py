@@ -217,6 +217,30 @@ class MainWindow(RunDockMixin, ActionsMixin, ExportsMixin, WindowStateMixin, QMa
     def run(self) -> None:
         self.controller.run()
 
+    def open_search_dialog(self) -> None:
+        """Run > Search for the fastest within budget…: the dialog, then the search on the current settings."""
+        from qstudio.ui.search_dialog import SearchDialog
+
+        if self.controller.busy:  # refused by the controller, with its message
+            self.controller.report_error(
+                f"'{self.controller.task}' is still running. Fix: wait for it to finish or press Cancel first.", ""
+            )
+            return
+        if self.controller.session.loaded is None:
+            self.errors.report("No model is loaded. Fix: open a model (File > Open) first.", "")
+            return
+        dialog = SearchDialog(self)
+        try:
+            if not dialog.exec():
+                return
+            settings = dialog.settings()
+        except QStudioError as exc:
+            self.errors.report(str(exc), "")
+            return
+        finally:
+            dialog.deleteLater()
+        self.controller.search(settings)
+
     def keep_in_float_and_rerun(self, names: list[str]) -> None:
         for name in names:
             self.controller.session.set_skip(name, True)

@@ -9,7 +9,9 @@ report and the CLI render.  It asks for changes through signals:
 (the window adds the names to the skip list and re-runs).
 
 Its parts live in :mod:`qstudio.ui.results`: the cards and banner
-(:mod:`~qstudio.ui.results.summary_view`) and one module per tab.
+(:mod:`~qstudio.ui.results.summary_view`) and one module per tab; the Search
+tab (:mod:`~qstudio.ui.results.search_tab`) follows the controller's search
+signals and shows a picked trial's run in the cards and charts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QProxyStyle,
+    QScrollArea,
+    QStackedWidget,
+    QStyle,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from qstudio.core.summary import summarize
 from qstudio.ui.results.history_tab import HISTORY_COLUMNS, comparison_html, history_row
@@ -26,6 +40,7 @@ from qstudio.ui.results.history_tab import HistoryTab as _HistoryTab
 from qstudio.ui.results.latency_tab import LatencyTab as _LatencyTab
 from qstudio.ui.results.layers_tab import LayersTab as _LayersTab
 from qstudio.ui.results.runtimes_tab import RuntimesTab as _RuntimesTab
+from qstudio.ui.results.search_tab import SearchTab as _SearchTab
 from qstudio.ui.results.summary_view import (
     BANNER_TOP,
     CARD_NAMES,
@@ -42,6 +57,7 @@ from qstudio.ui.results.widgets import ElideLabel, FitLabel
 if TYPE_CHECKING:
     from qstudio.core.pipeline import RunResult
     from qstudio.core.progress import Progress
+    from qstudio.core.search import SearchSettings
     from qstudio.ui.controller import SessionController
 
 __all__ = [
@@ -52,6 +68,7 @@ __all__ = [
     "TAB_LATENCY",
     "TAB_LAYERS",
     "TAB_RUNTIMES",
+    "TAB_SEARCH",
     "TAB_TRAINING",
     "ElideLabel",
     "FitLabel",
@@ -63,11 +80,21 @@ __all__ = [
 ]
 
 EMPTY_TEXT = "Run a quantization to see latency, per-layer error and accuracy here."
-TAB_LATENCY, TAB_RUNTIMES, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY = range(5)
+TAB_LATENCY, TAB_RUNTIMES, TAB_LAYERS, TAB_TRAINING, TAB_HISTORY, TAB_SEARCH = range(6)
+
+
+class CompactTabStyle(QProxyStyle):
+    """The application's style with less padding beside each tab's title, so the six tabs fit a 1024 px screen."""
+
+    def pixelMetric(self, metric: QStyle.PixelMetric, option: Any = None, widget: Any = None) -> int:
+        value = super().pixelMetric(metric, option, widget)
+        if metric == QStyle.PixelMetric.PM_TabBarTabHSpace:
+            return max(12, round(value * 0.6))
+        return value
 
 
 class ResultsPanel(QWidget):
-    """Cards, warnings, Latency / Per-layer error / Training / History tabs."""
+    """Cards, warnings, Latency / Runtimes / Per-layer error / Training / History / Search tabs."""
 
     layerClicked = Signal(str)
     keepWorstInFloat = Signal(list)
@@ -127,18 +154,25 @@ class ResultsPanel(QWidget):
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("resultsTabs")
+        # the tab bar's own style, kept alive by the panel; the titles otherwise need ~50 px more than a 1024 px
+        # window gives the panel, and Qt would hide some behind scroll arrows
+        self._tab_style = CompactTabStyle(QApplication.style().name())
+        self._tab_style.setParent(self)
+        self.tabs.tabBar().setStyle(self._tab_style)
         layout.addWidget(self.tabs, 1)
         self.latency_tab = _LatencyTab()
         self.runtimes_tab = _RuntimesTab()
         self.layers_tab = _LayersTab()
         self.training_tab = _TrainingTab()
         self.history_tab = _HistoryTab(lambda: self.results)
+        self.search_tab = _SearchTab(controller)
         for page, title in (
             (self.latency_tab, "Latency"),
             (self.runtimes_tab, "Runtimes"),
             (self.layers_tab, "Per-layer error"),
             (self.training_tab, "Training"),
             (self.history_tab, "History"),
+            (self.search_tab, "Search"),
         ):
             self.tabs.addTab(page, title)
         # the tabs' widgets, by the names tests and the window use
@@ -149,13 +183,20 @@ class ResultsPanel(QWidget):
         self.skip_preview = self.layers_tab.skip_preview
         self.qat_curve, self.training_table = self.training_tab.curve, self.training_tab.table
         self.history_table, self.comparison = self.history_tab.table, self.history_tab.comparison
+        self.pareto_chart, self.search_table = self.search_tab.chart, self.search_tab.table
+        self.search_summary, self.use_trial_button = self.search_tab.summary, self.search_tab.use_button
 
         self.layers_tab.layerClicked.connect(self.layerClicked)
         self.layers_tab.keepWorstInFloat.connect(self.keepWorstInFloat)
         self.history_tab.runSelected.connect(lambda i: self.show_result(self.results[i]))
+        self.search_tab.trialSelected.connect(self._on_trial_selected)
         controller.resultsChanged.connect(self._on_results_changed)
         controller.progress.connect(self._on_progress)
         controller.busyChanged.connect(self._on_busy)
+        controller.searchStarted.connect(self._on_search_started)
+        controller.searchTrial.connect(self.search_tab.add_trial)
+        controller.searchFinished.connect(self.search_tab.finish)
+        controller.searchFailed.connect(self.search_tab.fail)
         self._on_results_changed()
 
     # -- layout ---------------------------------------------------------------------------------
@@ -234,6 +275,22 @@ class ResultsPanel(QWidget):
         if busy:
             self._live_training = False
         self.layers_tab.set_busy(busy)
+        self.search_tab.set_busy(busy)
+
+    def _on_search_started(self, settings: SearchSettings) -> None:
+        """A search started: the Search tab shows its trials as they finish."""
+        self.search_tab.start(settings)
+        self.stack.setCurrentIndex(1)
+        self.tabs.setCurrentIndex(TAB_SEARCH)
+
+    def _on_trial_selected(self, index: int) -> None:
+        """A trial was picked in the Search tab: its run in the cards and charts, when the search kept it."""
+        tab = self.search_tab
+        trial = tab.selected_trial()
+        run = tab.result_for(trial) if trial is not None else None
+        if run is not None:
+            self.show_result(run)
+        del index
 
     # -- showing a result -----------------------------------------------------------------------
     def show_result(self, result: RunResult) -> None:

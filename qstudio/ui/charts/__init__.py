@@ -7,7 +7,7 @@ The charts only draw what a :class:`~qstudio.core.pipeline.RunResult` already
 holds; they compute nothing about quantization.
 
 One module per chart: :mod:`.latency_chart`, :mod:`.layer_error_chart` (per-layer
-SQNR) and :mod:`.qat_curve`; what they share is in :mod:`.base_chart` (the plot,
+SQNR), :mod:`.qat_curve` and :mod:`.pareto_chart` (a search's trials); what they share is in :mod:`.base_chart` (the plot,
 its elided labels and legend) and :mod:`.chart_style` (colours, fonts); PNG
 export is :mod:`.chart_export`.  Everything is importable from here.
 """
@@ -36,6 +36,7 @@ from qstudio.ui.charts.chart_style import (
 )
 from qstudio.ui.charts.latency_chart import LatencyChart
 from qstudio.ui.charts.layer_error_chart import LayerErrorChart
+from qstudio.ui.charts.pareto_chart import ParetoChart
 from qstudio.ui.charts.qat_curve import QatCurve
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "TEXT",
     "LatencyChart",
     "LayerErrorChart",
+    "ParetoChart",
     "QatCurve",
     "export_png",
     "format_db",

@@ -78,6 +78,14 @@ class ActionsMixin:
         self.act_cancel = self._action(
             "&Cancel", self.controller.cancel, "Esc", "Stop after the current batch", name="cancelAction"
         )
+        self.act_search = self._action(
+            "&Search for the fastest within budget…",
+            self.open_search_dialog,
+            "Ctrl+Shift+F",
+            "Try configurations and keep the fastest whose accuracy stays within a budget of FP32's",
+            name="searchAction",
+        )
+        self.act_search.setIconText("Search…")  # the toolbar's text
 
         menu = self.menuBar().addMenu("&File")
         for a in (self.act_open, self.act_open_tv, self.act_open_demo):
@@ -95,6 +103,7 @@ class ActionsMixin:
         menu.addAction(self.act_quit)
         run_menu = self.menuBar().addMenu("&Run")
         run_menu.addAction(self.act_run)
+        run_menu.addAction(self.act_search)
         run_menu.addAction(self.act_cancel)
         view = self.menuBar().addMenu("&View")
         view.addAction(self.run_dock.toggleViewAction())
@@ -109,6 +118,7 @@ class ActionsMixin:
             tb.addAction(a)
         tb.addSeparator()
         tb.addAction(self.act_run)
+        tb.addAction(self.act_search)
         tb.addAction(self.act_cancel)
         tb.addSeparator()
         for a in (self.act_export, self.act_report, self.act_save_recipe):

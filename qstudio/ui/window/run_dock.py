@@ -113,6 +113,7 @@ class RunDockMixin:
     def _on_busy(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.act_run.setEnabled(not busy)
+        self.act_search.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.act_cancel.setEnabled(busy)
         for a in (self.act_open, self.act_open_tv, self.act_open_demo, self.act_open_recipe):
@@ -120,6 +121,7 @@ class RunDockMixin:
         self.recent_menu.setEnabled(not busy and bool(self.recent()))
         if busy:
             self.run_progress = RunProgress()
+            self._last_search_message = ""
             self.task_label.setText(f"running: {self.controller.task}")
             self.progress_bar.setValue(0)
             self.progress_bar.setFormat(f"{self.controller.task} · starting")
@@ -135,6 +137,9 @@ class RunDockMixin:
         """One bar over the whole run: the engine's plan maps each stage's batches to a share of it (RunProgress)."""
         tracker = self.run_progress
         tracker.update(step)
+        if step.stage == "search":
+            self._on_search_progress(step)
+            return
         if step.plan is not None:  # the run's first step: what is to come, and a note if the data holds less
             if step.message:
                 self.log_line(f"note: {step.message}")
@@ -152,3 +157,27 @@ class RunDockMixin:
             self.log_line(
                 f"epoch {m['epoch']:.0f}: loss {m['loss']:.4f}, train accuracy {m['train_accuracy']:.2%}{acc}"
             )
+
+    def _on_search_progress(self, step: Progress) -> None:
+        """A search's step: the bar is its share of trials (or of the time limit); the trial in the status bar."""
+        tracker = self.run_progress
+        self.progress_bar.setValue(round(tracker.fraction * self.PROGRESS_STEPS))
+        trials = int((step.metrics or {}).get("trials", 0))
+        self.progress_bar.setFormat(f"Searching · {trials} trial{'s' if trials != 1 else ''} done · %p%")
+        self.progress_bar.setToolTip(step.message)
+        self.eta_label.setText(tracker.describe_eta())
+        # trials are numbered from 0 (the plain run), as the Search tab and the log number them: the one running
+        # now is the next after those done
+        running = f"trial {trials}" if step.message.startswith("trial") else "the winner again"
+        self.task_label.setText(f"running: search · {running}")
+        message = step.message
+        if (
+            message
+            and not message.startswith("trial")
+            and " · " not in message
+            and message != self._last_search_message
+        ):
+            self._last_search_message = message
+            self.log_line(f"search: {message}")  # "measuring the winner again beside every runtime"
+
+    _last_search_message = ""
