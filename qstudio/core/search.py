@@ -312,8 +312,11 @@ class Space:
     modes: list[str]
     backends: list[str]
     runtimes: list[str]
-    sensitive: list[str]  # layer names, most sensitive first
+    sensitive: list[str]  # layer names, most sensitive first: each may be kept in float on its own
     calib: list[int]
+    ranked: list[str] = field(default_factory=list)  # every quantized layer, most sensitive first
+    #: how many of ``ranked`` (a prefix) are kept in float besides the chosen ones: reaches past ``sensitive``
+    deeper: list[int] = field(default_factory=lambda: [0])
 
     def distributions(self) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution
@@ -334,6 +337,8 @@ class Space:
             d["dynamic_dtype"] = CategoricalDistribution(["qint8", "float16"])
         for k in range(len(self.sensitive)):
             d[f"float_{k}"] = CategoricalDistribution([False, True])
+        if len(self.deeper) > 1:
+            d["float_worst"] = CategoricalDistribution(self.deeper)
         return d
 
     def params_of(self, recipe: Recipe) -> dict[str, Any]:
@@ -352,6 +357,8 @@ class Space:
             p["dynamic_dtype"] = s.dynamic_dtype
         for k, name in enumerate(self.sensitive):
             p[f"float_{k}"] = name in s.skip
+        if len(self.deeper) > 1:
+            p["float_worst"] = 0
         return p
 
     def recipe_for(self, base: Recipe, params: dict[str, Any]) -> Recipe:
@@ -367,6 +374,7 @@ class Space:
         if "dynamic_dtype" in params:
             s.dynamic_dtype = params["dynamic_dtype"]
         chosen = [name for k, name in enumerate(self.sensitive) if params.get(f"float_{k}")]
+        chosen += self.ranked[: params.get("float_worst", 0)]
         s.skip = [*base.settings.skip, *(n for n in chosen if n not in base.settings.skip)]
         s.skip_worst = 0
         r.deploy.target = params["runtime"]
@@ -964,7 +972,12 @@ def _build_space(base: Recipe, loaded: Any, data: Any, settings: SearchSettings,
     from qstudio.core.compare import worst_layers
     from qstudio.core.environment import check_backend
 
-    sensitive = [n for n in worst_layers(first.layers, SENSITIVE_LAYERS) if n not in base.settings.skip]
+    ranked = [n for n in worst_layers(first.layers, len(first.layers)) if n not in base.settings.skip]
+    sensitive = ranked[:SENSITIVE_LAYERS]
+    # beyond the few chosen one by one: the worst quarter, half, three quarters of the layers (a deep model whose
+    # error accumulates over every layer needs more in float than any few)
+    n = len(ranked)
+    deeper = [0, *sorted(d for d in {n // 4, n // 2, 3 * n // 4, n - 1} if d > len(sensitive))]
     static = mode_traits(base.mode).static_activations
     modes = ["fx"] + (["eager"] if _eager_works(base, loaded, data) else []) if static else ["dynamic"]
     backends = []
@@ -978,7 +991,7 @@ def _build_space(base: Recipe, loaded: Any, data: Any, settings: SearchSettings,
     batches = max(data.calib.num_batches(base.settings.batch_size), 1)
     # fewer batches than the data holds, and the user's own setting (more than the data holds means all of it)
     calib = sorted({c for c in CALIB_CHOICES if c < batches} | {base.settings.calib_batches})
-    return Space(modes, backends or [base.settings.backend], runtimes, sensitive, calib)
+    return Space(modes, backends or [base.settings.backend], runtimes, sensitive, calib, ranked, deeper)
 
 
 def _seeds(space: Space, base: Recipe) -> list[tuple[str, dict[str, Any]]]:
@@ -991,6 +1004,9 @@ def _seeds(space: Space, base: Recipe) -> list[tuple[str, dict[str, Any]]]:
     for k in (1, 2):
         if n >= k:
             seeds.append((f"worst {k} in float", {**start, **{f"float_{j}": j < k for j in range(n)}}))
+    if len(space.deeper) > 1:
+        k = space.deeper[len(space.deeper) // 2]
+        seeds.append((f"worst {k} in float", {**start, "float_worst": k}))
     if "observer" in start and start["observer"] != "minmax":
         seeds.append(("minmax observer", {**start, "observer": "minmax"}))
     for rt in space.runtimes:
