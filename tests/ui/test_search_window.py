@@ -166,6 +166,7 @@ def test_search_pick_a_trial_use_it_and_export(qtbot, window, tmp_path, monkeypa
     assert torch.equal(reloaded(x_in), shown.quantized.module(x_in))
 
 
+@pytest.mark.slow  # a search and then a run: CI's fast set keeps the other search journeys
 def test_replay_a_trial_whose_model_was_not_kept(qtbot, window):
     """A dominated trial's model is let go: its button replays the recipe as a normal run."""
     controller, tab = window.controller, window.results_panel.search_tab
@@ -242,7 +243,11 @@ def test_a_search_while_a_run_is_going_is_refused_visibly(qtbot, window):
     idle(qtbot, window)
 
 
-@pytest.mark.parametrize("size", [(1024, 700), (1280, 800)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(
+    "size",
+    [(1024, 700), pytest.param((1280, 800), marks=pytest.mark.slow)],  # the smaller screen is the harder one
+    ids=lambda s: f"{s[0]}x{s[1]}",
+)
 def test_the_search_tab_fits_the_screen(qtbot, window, size, tmp_path):
     """After a search the window still fits; the tab's labels, buttons and table headers are whole."""
     from test_layout import assert_headers_whole, squeezed
