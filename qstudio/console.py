@@ -254,7 +254,6 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
     for i, tr in enumerate(result.trials):
         if i not in front and tr is not result.best and i != 0:
             continue
-        drop = result.drop_points(tr)
         marks = ", ".join(
             m
             for m, on in (
@@ -270,7 +269,7 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
             str(tr.number),
             escape(tr.describe()),
             fmt_pct(tr.quality),
-            "—" if drop != drop else f"{0.0 - drop:+.2f} pt",
+            c if (c := result.points_vs_fp32(tr)) == "—" else f"{c} pt",
             "—" if tr.latency_ms is None else f"{tr.latency_ms:.2f}",
             "—" if not tr.speedup else f"{tr.speedup:.2f}x",
             marks,

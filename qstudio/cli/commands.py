@@ -48,6 +48,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_folders(*paths: str | None) -> None:
+    """Fail on an output whose folder does not exist before minutes of work, not after."""
+    for out in paths:
+        if out and not Path(out).resolve().parent.is_dir():
+            raise UsageError(f"the folder of {out} does not exist", "create it first or choose another path")
+
+
 def write_outputs(result, args: argparse.Namespace) -> None:
     """The ``--json`` and ``--report`` files of a finished run."""
     from qstudio.core.fileio import atomic_write_bytes
@@ -76,10 +83,7 @@ def run_recipe_command(recipe: Recipe, args: argparse.Namespace, trust: bool = F
     recipe.model = loaded.source  # carries the file hash when trust was given
     if getattr(args, "save_recipe", None):
         recipe.save(args.save_recipe)
-    # fail on unwritable outputs before minutes of work, not after
-    for out in (args.export, args.report, args.json):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise UsageError(f"the folder of {out} does not exist", "create it first or choose another path")
+    check_output_folders(args.export, args.report, args.json)
     with ProgressPrinter() as printer:
         work = run_recipe(
             recipe, loaded, export=args.export, export_tolerance=args.export_tolerance, export_method=args.export_method
@@ -156,9 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage,
         study_name=args.study_name,
     )
-    for out in (args.export, args.report, args.json, args.save_recipe):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise UsageError(f"the folder of {out} does not exist", "create it first or choose another path")
+    check_output_folders(args.export, args.report, args.json, args.save_recipe)
     loaded = load_model(recipe.model, grants=granted_by_user(recipe, trust_model_file=args.trust))
     recipe.model = loaded.source
     if not mode_given and loaded.input_dtype == "int64":

@@ -176,10 +176,7 @@ def render_search_report(result: Any, *, generated: datetime | None = None) -> s
             f" ({'within' if plain.within_budget else 'outside'} the budget); the winner runs at "
             f"{fmt_ratio(best.speedup / plain.speedup)} its speed."
         )
-    drops = []
-    for t in result.trials:
-        d = result.drop_points(t)
-        drops.append("—" if d != d else f"{0.0 - d:+.2f} pt")
+    drops = [c if (c := result.points_vs_fp32(t)) == "—" else f"{c} pt" for t in result.trials]
     recipe = final.recipe if final is not None else (best.recipe if best is not None else None)
     context = {
         "s": result,

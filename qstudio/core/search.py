@@ -212,10 +212,9 @@ class SearchResult:
         }.get(self.stopped, self.stopped)
         best = self.best
         if best is not None:
-            drop = self.drop_points(best)
             return (
                 f"{done} trials ({how}): best is trial {best.number}, {best.describe()}: "
-                f"{_fmt_q(best.quality)} {self.metric} ({0.0 - drop:+.2f} points vs FP32, budget {self.max_drop:g}), "
+                f"{_fmt_q(best.quality)} {self.metric} ({self.points_vs_fp32(best)} points vs FP32, budget {self.max_drop:g}), "
                 f"{best.speedup:.2f}x vs FP32 eager"
             )
         close = self.closest
@@ -223,9 +222,14 @@ class SearchResult:
             return (
                 f"{done} trials ({how}): none within {self.max_drop:g} points of FP32; the closest is trial "
                 f"{close.number}, {close.describe()}: {_fmt_q(close.quality)} {self.metric} "
-                f"({0.0 - self.drop_points(close):+.2f} points vs FP32)"
+                f"({self.points_vs_fp32(close)} points vs FP32)"
             )
         return f"{done} trials ({how}): no trial finished"
+
+    def points_vs_fp32(self, trial: SearchTrial) -> str:
+        """The trial's change against FP32 in points, signed (``"-0.40"``: 0.4 points below FP32), or ``"—"``."""
+        drop = self.drop_points(trial)
+        return "—" if math.isnan(drop) else f"{0.0 - drop:+.2f}"
 
     def drop_points(self, trial: SearchTrial) -> float:
         """Points below FP32 (negative: above)."""
@@ -557,19 +561,25 @@ def _trial_record(trial: SearchTrial) -> dict[str, Any]:
     }
 
 
+def _objectives(trial: SearchTrial, judge: _Judge) -> tuple[list[float], float]:
+    """What Optuna is told of a trial: (quality, speedup), and how many points it is over the budget (<= 0: within)."""
+    q = trial.quality if trial.quality is not None else 0.0
+    over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    return [q, trial.speedup or 0.0], over
+
+
 def _tell(study: Any, ot: Any, trial: SearchTrial, judge: _Judge) -> None:
     import optuna
 
-    q = trial.quality if trial.quality is not None else 0.0
-    over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    values, over = _objectives(trial, judge)
     ot.set_constraint("over_budget", over)
     ot.set_user_attr(_ATTR, _trial_record(trial))
     if trial.state == "complete":
-        study.tell(ot, [q, trial.speedup or 0.0])
+        study.tell(ot, values)
     elif trial.state == "pruned":
         # told with its quality and no speed (it was not timed), not as Optuna's PRUNED, which the sampler
         # ignores: where quality is lost is what it must learn when most trials are far outside the budget
-        study.tell(ot, [q, 0.0])
+        study.tell(ot, [values[0], 0.0])
     else:
         study.tell(ot, state=optuna.trial.TrialState.FAIL)
 
@@ -578,8 +588,7 @@ def _add_done(study: Any, space: Space, dists: dict[str, Any], trial: SearchTria
     """Add a trial run outside ask/tell (the plain run) to the study, so the sampler learns from it."""
     import optuna
 
-    q = trial.quality if trial.quality is not None else 0.0
-    over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    values, over = _objectives(trial, judge)
     params = space.params_of(trial.recipe)
     if any(k not in dists or params[k] not in dists[k].choices for k in params):
         return  # a plain run outside the space (a QAT recipe): the sampler starts from the seeds
@@ -587,7 +596,7 @@ def _add_done(study: Any, space: Space, dists: dict[str, Any], trial: SearchTria
         optuna.trial.create_trial(
             params=params,
             distributions=dists,
-            values=[q, trial.speedup or 0.0],
+            values=values,
             user_attrs={_ATTR: _trial_record(trial)},
             constraints={"over_budget": over},
         )

@@ -302,15 +302,15 @@ class SessionController(QObject):
         return True
 
     def _log_trial(self, trial: SearchTrial, result: SearchResult) -> None:
-        """``trial 3: within budget · 98.40% accuracy (−0.20 points vs FP32) · 1.85 ms · 2.10x · FX x86, …``."""
+        """``trial 3: within budget · 98.40% accuracy (-0.20 points vs FP32) · 1.85 ms · 2.10x · FX x86, …``."""
         from qstudio.core.formatting import fmt_ms, fmt_ratio
 
         figures = [trial.state]
         if trial.state == "complete":
             figures = ["within budget" if trial.within_budget else "over budget"]
         if trial.quality is not None:
-            change = -result.drop_points(trial)
-            vs = "" if change != change else f" ({'−' if change < 0 else '+'}{abs(change):.2f} points vs FP32)"
+            change = result.points_vs_fp32(trial)
+            vs = "" if change == "—" else f" ({change} points vs FP32)"
             figures.append(f"{100 * trial.quality:.2f}% {result.metric}{vs}")
         if trial.latency_ms is not None:
             figures += [f"{fmt_ms(trial.latency_ms)} ms", fmt_ratio(trial.speedup)]

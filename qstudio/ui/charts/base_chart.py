@@ -141,6 +141,13 @@ class BaseChart(pg.PlotWidget):
             columns -= 1
         legend.setColumnCount(columns)
 
+    def _view_point(self, scene_pos: Any) -> Any:
+        """The data point under a scene position (a mouse event's), or None outside the plot area."""
+        vb = self.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        return vb.mapSceneToView(scene_pos)
+
     def resizeEvent(self, event: Any) -> None:
         self.fit_legend()
         if getattr(self, "_title", ""):

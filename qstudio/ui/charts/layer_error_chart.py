@@ -187,12 +187,6 @@ class LayerErrorChart(BaseChart):
             self.layerClicked.emit(name)
         return name
 
-    def _view_point(self, scene_pos: QPointF) -> QPointF | None:
-        vb = self.getPlotItem().getViewBox()
-        if not vb.sceneBoundingRect().contains(scene_pos):
-            return None
-        return vb.mapSceneToView(scene_pos)
-
     def _on_scene_click(self, event: Any) -> None:
         if event.button() != Qt.MouseButton.LeftButton:
             return

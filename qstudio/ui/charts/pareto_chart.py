@@ -36,15 +36,6 @@ def quality_pct(trial: SearchTrial) -> float:
     return 100.0 * float(trial.quality or 0.0)
 
 
-def points_vs_fp32(result: SearchResult, trial: SearchTrial) -> str:
-    """The trial's quality change against FP32 in points, signed: ``"−0.40"`` is 0.4 points below FP32."""
-    drop = result.drop_points(trial)
-    if math.isnan(drop):
-        return "—"
-    change = -drop
-    return f"{'−' if change < 0 else '+'}{abs(change):.2f}"
-
-
 def plotted(trial: SearchTrial) -> bool:
     """A trial is a point when it finished with a quality and a latency (pruned and failed trials have no time)."""
     return (
@@ -291,12 +282,6 @@ class ParetoChart(BaseChart):
             self.trialClicked.emit(index)
         return index
 
-    def _view_point(self, scene_pos: QPointF) -> QPointF | None:
-        vb = self.getPlotItem().getViewBox()
-        if not vb.sceneBoundingRect().contains(scene_pos):
-            return None
-        return vb.mapSceneToView(scene_pos)
-
     def _on_scene_click(self, event: Any) -> None:
         if event.button() != Qt.MouseButton.LeftButton:
             return
@@ -307,7 +292,7 @@ class ParetoChart(BaseChart):
     def describe(self, index: int) -> str:
         assert self.result is not None
         t = self.result.trials[index]
-        change = points_vs_fp32(self.result, t)
+        change = self.result.points_vs_fp32(t)
         vs = "" if change == "—" else f"{change} points vs FP32, "
         budget = "within budget" if t.within_budget else "over budget"
         return (
@@ -327,4 +312,4 @@ class ParetoChart(BaseChart):
         QToolTip.showText(QCursor.pos(), self.describe(index), self)
 
 
-__all__ = ["ParetoChart", "plotted", "points_vs_fp32", "quality_pct"]
+__all__ = ["ParetoChart", "plotted", "quality_pct"]

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from qstudio.core.formatting import fmt_ms, fmt_ratio, fmt_seconds
-from qstudio.ui.charts.pareto_chart import ParetoChart, points_vs_fp32, quality_pct
+from qstudio.ui.charts.pareto_chart import ParetoChart, quality_pct
 from qstudio.ui.results.widgets import item, make_table
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def trial_row(result: SearchResult, index: int, pareto: list[int] | None = None)
         t.describe(),
         t.origin,
         quality,
-        points_vs_fp32(result, t),
+        result.points_vs_fp32(t),
         fmt_ms(t.latency_ms),
         fmt_ratio(t.speedup),
         state_text(result, index, pareto),
@@ -261,13 +261,13 @@ class SearchTab(QWidget):
         if best is not None:
             return (
                 f"{head}. Best so far: trial {best.number}, {best.describe()}: {quality_pct(best):.2f}% "
-                f"{result.metric} ({points_vs_fp32(result, best)} points vs FP32), {fmt_ratio(best.speedup)}"
+                f"{result.metric} ({result.points_vs_fp32(best)} points vs FP32), {fmt_ratio(best.speedup)}"
             )
         close = result.closest
         if close is not None:
             return (
                 f"{head}. None within {result.max_drop:g} points of FP32 yet; the closest is trial {close.number} "
-                f"({points_vs_fp32(result, close)} points)"
+                f"({result.points_vs_fp32(close)} points)"
             )
         return f"{head}."
 
@@ -337,7 +337,7 @@ class SearchTab(QWidget):
         lines = [
             f"<b>trial {trial.number}</b> · {html.escape(trial.origin)} · {html.escape(state_text(result, index))}",
             html.escape(trial.describe()),
-            f"{html.escape(quality)}, {points_vs_fp32(result, trial)} points vs FP32{fp32}, "
+            f"{html.escape(quality)}, {result.points_vs_fp32(trial)} points vs FP32{fp32}, "
             f"budget {result.max_drop:g} · {fmt_ms(trial.latency_ms)} ms · {fmt_ratio(trial.speedup)} vs FP32 eager "
             f"· ran {fmt_seconds(trial.seconds)}",
         ]
