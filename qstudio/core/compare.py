@@ -61,6 +61,16 @@ class Evaluation:
     data: str
     fp32_max_abs: float | None = None  # largest |y| of the FP32 outputs: near 0 means a collapsed (untrained) model
     classes: int | None = None  # size of the main output's last dimension: chance agreement is 1 / classes
+    #: how many different top-1 answers FP32 gave over the data: 1 means agreement cannot tell models apart
+    fp32_top1_distinct: int | None = None
+    #: share of the rows where FP32's top-1 leads its runner-up by less than :data:`TIE_MARGIN` of the row's spread
+    near_ties: float | None = None
+
+
+#: A top-1 that leads its runner-up by less than this fraction of the row's standard deviation is a near-tie:
+#: any change in arithmetic can flip it.  On the demo digits (trained) 0.5% of rows are; on a random-weight
+#: resnet18 fed random inputs 24% are, and OpenVINO BF16 (cosine 0.99994) already flips 2.7% of them.
+TIE_MARGIN = 0.05
 
 
 @dataclass
@@ -246,6 +256,8 @@ def evaluate(
     agree = sig = noi = cos_sum = 0.0
     largest = 0.0
     classes = None
+    answers: set[int] = set()
+    ties = rows = 0
     yield Progress("evaluate", 0, total)
     with torch.no_grad():
         for i, (x, y) in enumerate(data.batches(batch_size)):
@@ -255,6 +267,10 @@ def evaluate(
             classes = a.shape[-1] if a.dim() else 1
             pa, pb = a.argmax(-1), b.argmax(-1)
             agree += float((pa == pb).flatten().float().mean()) * len(x)
+            if classes and classes > 1:
+                answers.update(int(v) for v in pa.flatten().unique())
+                ties += _near_ties(a)
+                rows += a.numel() // classes
             if y is not None:
                 correct_f += int((pa == y).sum())
                 correct_q += int((pb == y).sum())
@@ -284,7 +300,19 @@ def evaluate(
         data.description,
         largest,
         classes,
+        len(answers) if answers else None,
+        ties / rows if rows else None,
     )
+
+
+def _near_ties(logits: torch.Tensor) -> int:
+    """Rows of ``logits`` (last dimension: the classes) whose top-1 leads the runner-up by < TIE_MARGIN x their std."""
+    rows = logits.reshape(-1, logits.shape[-1])
+    top2 = rows.topk(2, dim=-1).values
+    lead = top2[:, 0] - top2[:, 1]
+    spread = rows.std(dim=-1)
+    finite = torch.isfinite(lead) & torch.isfinite(spread) & (spread > 0)
+    return int((finite & (lead < TIE_MARGIN * spread)).sum())
 
 
 # -- coverage -----------------------------------------------------------------

@@ -30,7 +30,7 @@ from qstudio.core.recipe import Recipe
 @dataclass(frozen=True)
 class Verdict:
     severity: str  # one of SEVERITIES (qstudio.core.verdicts)
-    code: str  # "slowdown", "collapse", "unreliable-timing", "export-failed"
+    code: str  # "slowdown", "collapse", "agreement-resolution", "unreliable-timing", "export-failed"
     text: str
 
     def to_dict(self) -> dict[str, str]:
@@ -158,6 +158,8 @@ class RunResult:
             "agreement": self.evaluation.agreement,
             "output_sqnr_db": self.evaluation.output_sqnr_db,
             "cosine": self.evaluation.cosine,
+            "fp32_top1_distinct": self.evaluation.fp32_top1_distinct,
+            "near_ties": self.evaluation.near_ties,
             "layers": [dataclasses.asdict(e) for e in self.layers],
             "coverage": dataclasses.asdict(self.coverage),
             "fusion": {

@@ -761,6 +761,8 @@ def search(
         judge.fp32_quality = first.evaluation.fp32_accuracy if metric == "accuracy" else 1.0
         judge.eager_ms = first.fp32.latency_ms
         plain.within_budget = judge.within(plain)
+        if metric == "agreement":  # the data's own limit on what the budget can mean: said once, at the top
+            result.notes.extend(v.text for v in first.verdicts if v.code == "agreement-resolution")
         space = _build_space(base, loaded, data, settings, first)
         study.set_user_attr("space", dataclasses.asdict(space))
         study.set_user_attr("fp32_quality", judge.fp32_quality)

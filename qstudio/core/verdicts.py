@@ -14,6 +14,9 @@ show them:
 * ``collapse`` - INT8 outputs far from FP32 (cosine, agreement), or FP32
   outputs themselves near zero (untrained BatchNorm statistics), naming the
   first layer whose SQNR falls below :data:`LAYER_SQNR_DB`;
+* ``agreement-resolution`` - the data cannot resolve top-1 agreement: FP32
+  gives every sample the same answer, or its answers are near-ties that any
+  change in arithmetic flips (:data:`~qstudio.core.compare.TIE_MARGIN`);
 * ``unreliable-timing`` - the benchmark measured twice and its figures were
   still unstable (see :func:`~qstudio.core.stability.check_timing`);
 * ``export-failed`` - the run was kept but its export failed.
@@ -31,6 +34,7 @@ from typing import Any
 from torch import nn
 
 from qstudio.core.benchmark import LatencyStat
+from qstudio.core.compare import TIE_MARGIN
 from qstudio.core.flows import mode_traits
 from qstudio.core.formatting import fmt_db
 from qstudio.core.int8_profile import (
@@ -275,6 +279,38 @@ def collapse(result: RunResult, fp32_model: nn.Module | None = None) -> list[Ver
     return [Verdict(CRITICAL, "collapse", text)]
 
 
+#: Near-ties on more than this share of the samples make top-1 agreement a measure of the data, not of INT8.
+TIE_SHARE = 0.05
+#: Fewer samples than this say too little for "every sample got the same answer" to mean anything.
+SAME_ANSWER_SAMPLES = 8
+
+
+def resolution(result: RunResult) -> list[Verdict]:
+    """A verdict when top-1 agreement on this data cannot tell a good INT8 model from a bad one."""
+    ev = result.evaluation
+    if not ev.classes or ev.classes < 2:
+        return []
+    reading = f"read cosine ({ev.cosine:.4f}) and output SQNR ({fmt_db(ev.output_sqnr_db)} dB) instead"
+    fix = "measure on real inputs (--eval-data), with labels where you have them (--eval-labels)"
+    if ev.fp32_top1_distinct == 1 and ev.samples >= SAME_ANSWER_SAMPLES:
+        text = (
+            f"AGREEMENT MEASURES NOTHING HERE: FP32 gives all {ev.samples} evaluation samples the same top-1 answer, "
+            f"so any model that always gives that answer agrees 100% ({ev.agreement:.0%} now). "
+            f"The data does not exercise the model; {reading}, or {fix}."
+        )
+        return [Verdict(WARNING, "agreement-resolution", text)]
+    if ev.near_ties is not None and ev.near_ties > TIE_SHARE:
+        text = (
+            f"AGREEMENT IS DOMINATED BY NEAR-TIES: on {ev.near_ties:.0%} of the evaluation samples FP32's top-1 leads "
+            f"its runner-up by less than {TIE_MARGIN:.0%} of the outputs' spread, so any change in arithmetic "
+            f"(INT8, even BF16) flips some of them. Top-1 agreement ({ev.agreement:.2%}) says little about quality on "
+            f"this data and cannot resolve a budget of a point or two; {reading}, or {fix}. "
+            "(A trained model on real inputs has few near-ties: the demo digits have 0.5%.)"
+        )
+        return [Verdict(WARNING, "agreement-resolution", text)]
+    return []
+
+
 def unreliable_timing(result: RunResult) -> list[Verdict]:
     """A loud verdict when the benchmark measured twice and was still unstable."""
     timing = getattr(result, "timing", None)
@@ -305,6 +341,7 @@ def judge(
     return [
         *export_failed(result),
         *collapse(result, fp32_model),
+        *resolution(result),
         *slowdown(result, int8_model, make_input),
         *unreliable_timing(result),
     ]
@@ -351,6 +388,7 @@ __all__ = [  # Verdict (qstudio.core.run_result) and the profile's names (qstudi
     "QDQ",
     "RANDOM_DATA_TEXT",
     "SEVERITIES",
+    "TIE_SHARE",
     "TINY_MS",
     "WARNING",
     "OpProfile",
@@ -363,6 +401,7 @@ __all__ = [  # Verdict (qstudio.core.run_result) and the profile's names (qstudi
     "judge",
     "op_category",
     "profile_ops",
+    "resolution",
     "severity_of",
     "slowdown",
     "unreliable_timing",

@@ -87,6 +87,25 @@ def test_accuracy_metric_needs_labels(demo):
         run(search(recipe, demo, SearchSettings(max_drop=1.0, metric="accuracy", trials=2)))
 
 
+def test_agreement_on_near_ties_is_said_before_the_trials():
+    """A random 1000-way classifier on random data: its agreement budget means little, and the search says so first."""
+    from engine_checks import loaded
+    from torch import manual_seed, nn
+
+    manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1000))
+    recipe = Recipe(
+        mode="fx",
+        settings=QuantSettings(calib_batches=2),
+        calib=DataSource(kind="random"),
+        benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
+    )
+    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=1.0, trials=1, runtimes=[])))
+    said = [n for n in result.notes if n.startswith("AGREEMENT IS DOMINATED BY NEAR-TIES")]
+    assert len(said) == 1 and said[0] in result.to_json()["notes"]
+    assert said[0] in result.trials[0].result.warnings  # the plain run's own verdict, not a second wording
+
+
 def test_pareto_front_and_choice():
     r = demo_recipe()
 

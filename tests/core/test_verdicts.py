@@ -16,13 +16,15 @@ import math
 
 import pytest
 import torch
-from engine_checks import codes, quantize, run_cli, zoo
+from engine_checks import FAST_BENCH, codes, quantize, run_cli, zoo
 from torch import nn
 
 from qstudio.core import verdicts
 from qstudio.core.data import load_dataset
 from qstudio.core.loading import load_model
-from qstudio.core.recipe import DataSource, ModelSource
+from qstudio.core.pipeline import run_recipe
+from qstudio.core.progress import run
+from qstudio.core.recipe import DataSource, ModelSource, Recipe
 
 # --------------------------------------------------------------------------- slowdown
 TINY_LINEAR = """
@@ -187,3 +189,42 @@ def test_cosine_of_two_heads_and_2n_rows_is_a_mean_within_1(model_cls):
     cosine = result.evaluation.cosine
     assert -1 <= cosine <= 1
     assert cosine == pytest.approx(expected, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- what top-1 agreement can resolve on the data
+def test_one_answer_for_every_sample_is_said_to_measure_nothing():
+    """resnet18 with torchvision's initial BatchNorm statistics gives every random input the same class."""
+    model = load_model(ModelSource("torchvision:resnet18")).module
+    result = quantize(model, [1, 3, 64, 64], batch_size=8, calib_batches=1)
+    ev = result.evaluation
+    assert ev.fp32_top1_distinct == 1 and ev.samples >= verdicts.SAME_ANSWER_SAMPLES
+    v = codes(result)["agreement-resolution"]
+    assert v.severity == "warning" and v.text in result.warnings
+    assert v.text.startswith("AGREEMENT MEASURES NOTHING HERE") and f"all {ev.samples} evaluation samples" in v.text
+    assert "--eval-data" in v.text and f"cosine ({ev.cosine:.4f})" in v.text
+    assert result.to_json()["fp32_top1_distinct"] == 1
+
+
+def test_near_ties_of_a_random_1000_way_classifier_are_counted_and_said():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1000)).eval()
+    result = quantize(model, [1, 64])
+    ev = result.evaluation
+    inputs = load_dataset(DataSource(kind="random"), input_shape=[1, 64]).inputs  # the run's own (seeded) samples
+    with torch.no_grad():
+        logits = model(inputs)
+    top2 = logits.topk(2, dim=-1).values
+    by_hand = float((top2[:, 0] - top2[:, 1] < 0.05 * logits.std(dim=-1)).float().mean())
+    assert ev.near_ties == pytest.approx(by_hand) and ev.near_ties > verdicts.TIE_SHARE
+    assert ev.fp32_top1_distinct == len(logits.argmax(-1).unique()) > 1
+    v = codes(result)["agreement-resolution"]
+    assert v.text.startswith("AGREEMENT IS DOMINATED BY NEAR-TIES") and f"on {ev.near_ties:.0%} of" in v.text
+    assert result.to_json()["near_ties"] == ev.near_ties
+
+
+def test_the_trained_demo_on_its_digits_has_few_near_ties(demo):
+    recipe = Recipe(mode="fx", eval=DataSource(kind="demo", split="eval"), benchmark=dataclasses.replace(FAST_BENCH))
+    result = run(run_recipe(recipe, demo))
+    ev = result.evaluation
+    assert ev.fp32_top1_distinct == 10 and ev.near_ties is not None and ev.near_ties < verdicts.TIE_SHARE
+    assert "agreement-resolution" not in codes(result)
