@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -16,8 +18,18 @@ from qstudio.core.formatting import fmt_db
 from qstudio.core.latency_figures import runtime_batch_sizes, runtime_rows
 from qstudio.core.summary import CRITICAL, PALETTE, WARNING, sqnr_band, summarize
 
-out = Console()
-err = Console(stderr=True)
+#: Piped into a file or a CI log (no terminal, no COLUMNS), rich would wrap every line at 80 columns and cut a
+#: table's rows into fragments a reader or grep cannot follow; this width keeps a row on one line.
+LOG_WIDTH = 160
+
+
+def _console(stream: Any, **kwargs: Any) -> Console:
+    piped = not (getattr(stream, "isatty", lambda: False)() or os.environ.get("COLUMNS"))
+    return Console(width=LOG_WIDTH if piped else None, **kwargs)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 
 class ProgressPrinter:

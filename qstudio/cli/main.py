@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
         warnings.filterwarnings("ignore", message=r".*(quantize_per_tensor|reduce_range will be deprecated).*")
+        # "No CUDA runtime is found" when a library imports torch's C++ extension helpers: CPU-only is the design
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         first = next((a for a in argv if not a.startswith("-")), None)
         if first not in SUBCOMMANDS and not {"-h", "--help"} & set(argv[:1]):

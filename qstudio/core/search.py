@@ -496,7 +496,7 @@ def run_trial(
         if trial.speedup:
             trial.measured.append(trial.speedup)
         if not trial.stable:
-            trial.note = "timing unstable (the machine was busy during this trial)"
+            trial.note = "timing unstable: the machine was busy during this trial"
         if trial.runtime != "torchscript" and (row is None or row.name != trial.runtime):
             trial.state = "failed"
             trial.note = (

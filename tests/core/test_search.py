@@ -152,6 +152,9 @@ def test_cli_search_writes_json_recipe_report_and_export_and_the_recipe_replays(
     doc = json.loads(out.read_text())
     assert len(doc["trials"]) == 3 and doc["best"]["within_budget"]
     assert "best is trial" in text
+    # piped (a CI log, not a terminal): each table row and trial line is whole, not wrapped at 80 columns
+    described = SearchTrial(0, Recipe.from_dict(doc["best"]["recipe"]), "").describe()
+    assert any(described in line for line in text.splitlines()), text
     html = (tmp_path / "s.html").read_text()
     assert "<svg" in html and "Pareto" in html and "qstudio run" in html
     assert Path(tmp_path / "m.pt").stat().st_size > 0
