@@ -13,6 +13,7 @@ Qt-free; nothing here changes a model.
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from torch import nn
 
 from qstudio.core.benchmark import call_model, eval_mode
 from qstudio.core.compare import is_quantized_module
+from qstudio.core.native_output import native_streams_captured
 
 if TYPE_CHECKING:
     from qstudio.core.flows import QuantizedModel
@@ -130,7 +132,8 @@ def profile_ops(model: Callable[..., Any], example: Any, *, runs: int = PROFILE_
     with torch.inference_mode():
         for _ in range(2):
             call_model(model, example)
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        chatter = io.StringIO()  # kineto's profiler_start/stop lines, printed from C++ (see native_output)
+        with native_streams_captured(chatter), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(runs):
                 call_model(model, example)
     by_cat: Counter[str] = Counter()

@@ -117,6 +117,8 @@ class SearchTrial:
     stable: bool = True  # its timing was stable (qstudio's check); an unstable speedup may be inflated
     measured_ms: float | None = None  # the latency as measured in its own run (``latency_ms`` is scaled, see run_trial)
     measured: list[float] = field(default_factory=list)  # every speedup measured for it (a second run confirms)
+    #: weighted layers running INT8 after convert; 0: every one was kept in float, so it is no INT8 model (never best)
+    int8_layers: int | None = None
 
     @property
     def runtime(self) -> str:
@@ -133,7 +135,9 @@ class SearchTrial:
             if s.symmetric:
                 parts.append("symmetric")
             parts.append(f"{s.calib_batches} calib batches")
-        if s.skip:
+        if self.int8_layers == 0:
+            parts.append("every layer float (nothing INT8)")
+        elif s.skip:
             parts.append(f"{len(s.skip)} layer{'s' if len(s.skip) != 1 else ''} float")
         parts.append(_RUNTIME_TITLES.get(self.runtime, self.runtime))
         return ", ".join(parts)
@@ -155,6 +159,7 @@ class SearchTrial:
             "timing_stable": self.stable,
             "latency_measured_ms": self.measured_ms,
             "speedups_measured": self.measured,
+            "int8_layers": self.int8_layers,
         }
 
 
@@ -178,6 +183,9 @@ class SearchResult:
     holdout: DataSource | None = None
     notes: list[str] = field(default_factory=list)
     executor: str = "sequential"
+    #: when no trial met the budget: the fastest row (any runtime, any precision) of the closest trial measured
+    #: beside every runtime that did (a RuntimeFigure), else None
+    fallback: Any = None
 
     @property
     def best(self) -> SearchTrial | None:
@@ -255,6 +263,7 @@ class SearchResult:
             "summary": self.summary(),
             "notes": self.notes,
             "holdout": None,
+            "fallback": self.fallback.to_json() if self.fallback is not None else None,
         }
         if best is not None:
             doc["best"]["drop_points"] = self.drop_points(best)
@@ -438,9 +447,11 @@ class _Judge:
         return (self.fp32_quality - quality) * 100 > limit
 
     def within(self, trial: SearchTrial) -> bool:
+        """Complete, at or above the floor, and an INT8 model (a trial that kept every layer in float is not)."""
         floor = self.floor
         return (
             trial.state == "complete"
+            and trial.int8_layers != 0
             and floor is not None
             and trial.quality is not None
             and (trial.quality >= floor - 1e-12)
@@ -492,11 +503,14 @@ def run_trial(
         reference = judge.eager_ms or eager
         trial.latency_ms = reference / trial.speedup if reference and trial.speedup else trial.measured_ms
         trial.state = "complete"
+        trial.int8_layers = len(run.coverage.quantized_layers)
         trial.stable = run.timing is None or run.timing.stable
         if trial.speedup:
             trial.measured.append(trial.speedup)
         if not trial.stable:
             trial.note = "timing unstable: the machine was busy during this trial"
+        if trial.int8_layers == 0:
+            trial.note = "nothing INT8: every weighted layer was kept in float, so this is no INT8 model"
         if trial.runtime != "torchscript" and (row is None or row.name != trial.runtime):
             trial.state = "failed"
             trial.note = (
@@ -558,6 +572,7 @@ def _trial_record(trial: SearchTrial) -> dict[str, Any]:
         "seconds": trial.seconds,
         "note": trial.note,
         "stable": trial.stable,
+        "int8_layers": trial.int8_layers,
     }
 
 
@@ -565,6 +580,8 @@ def _objectives(trial: SearchTrial, judge: _Judge) -> tuple[list[float], float]:
     """What Optuna is told of a trial: (quality, speedup), and how many points it is over the budget (<= 0: within)."""
     q = trial.quality if trial.quality is not None else 0.0
     over = 0.0 if judge.fp32_quality is None else (judge.fp32_quality - q) * 100 - judge.max_drop
+    if trial.int8_layers == 0:  # nothing INT8: whatever its quality, not a point of this search's feasible set
+        over = max(over, 1.0)
     return [q, trial.speedup or 0.0], over
 
 
@@ -810,6 +827,7 @@ def search(
                 note=rec["note"],
                 params=dict(ft.params),
                 stable=rec.get("stable", True),
+                int8_layers=rec.get("int8_layers"),
             )
             t.within_budget = judge.within(t)
             result.trials.append(t)
@@ -920,32 +938,28 @@ def search(
     # the winner again, beside every runtime (its headline is against the fastest FP32 one), on hold-out data
     winner = result.best
     if winner is not None and result.stopped != "cancelled":
-        final = copy.deepcopy(winner.recipe)
-        final.benchmark.batch_sizes = list(recipe.benchmark.batch_sizes)
-        final.deploy.runtimes = recipe.deploy.runtimes
-        if holdout is not None:
-            final.eval = holdout
-        from qstudio.core.pipeline import run_recipe
-        from qstudio.core.progress import RunProgress
-
-        work = run_recipe(final, loaded)
-        bar = RunProgress()
+        final = _beside_every_runtime(winner.recipe, recipe, holdout)
         try:
-            while True:
-                step = next(work)
-                if cancel.cancelled:
-                    work.close()
-                    raise Cancelled("cancelled by the user")
-                bar.update(step)
-                yield progress(
-                    0, f"the winner again beside every runtime · {bar.describe()}", final=0.5 + bar.fraction / 2
-                )
-        except StopIteration as stop:
-            result.final = stop.value
+            result.final = yield from _measure(final, loaded, cancel, "the winner again beside every runtime", progress)
         except Cancelled:
             result.notes.append("Cancelled while measuring the winner again: its figures are the trial's.")
         except Exception as exc:
             result.notes.append(f"The winner could not be measured again ({type(exc).__name__}: {_first_line(exc)}).")
+    # none met the budget: the closest configuration beside every runtime and precision says what would, and how fast
+    close = result.closest
+    if winner is None and close is not None and not worker and result.stopped == "trials":
+        again = _beside_every_runtime(close.recipe, recipe, None)
+        try:
+            run = yield from _measure(again, loaded, cancel, "the closest beside every runtime and precision", progress)
+        except Cancelled:
+            result.stopped = "cancelled"
+        except Exception as exc:
+            result.notes.append(
+                f"The closest could not be measured beside every runtime ({type(exc).__name__}: {_first_line(exc)})."
+            )
+        else:
+            result.fallback = _fallback(run, judge, metric)
+            result.notes.append(_fallback_note(result.fallback, run, close, metric))
     unstable = [t for t in result.trials if t.state == "complete" and not t.stable]
     if unstable and not worker:
         result.notes.insert(
@@ -962,6 +976,74 @@ def search(
         folder.cleanup()
     result.seconds = clock() - started
     return result
+
+
+def _beside_every_runtime(trial_recipe: Recipe, user: Recipe, holdout: DataSource | None) -> Recipe:
+    """``trial_recipe`` run as the user's own run would be: their batch sizes, every runtime they measure."""
+    r = copy.deepcopy(trial_recipe)
+    r.benchmark.batch_sizes = list(user.benchmark.batch_sizes)
+    r.deploy.runtimes = user.deploy.runtimes
+    if holdout is not None:
+        r.eval = holdout
+    return r
+
+
+def _measure(
+    recipe: Recipe, loaded: Any, cancel: CancelToken, what: str, progress: Callable[..., Progress]
+) -> Generator[Progress, None, Any]:
+    """One ordinary run after the trials (the bar's last 5%): its RunResult.  Raises Cancelled when the user stops it."""
+    from qstudio.core.pipeline import run_recipe
+    from qstudio.core.progress import RunProgress
+
+    work = run_recipe(recipe, loaded)
+    bar = RunProgress()
+    try:
+        while True:
+            step = next(work)
+            if cancel.cancelled:
+                work.close()
+                raise Cancelled("cancelled by the user")
+            bar.update(step)
+            yield progress(0, f"{what} · {bar.describe()}", final=0.5 + bar.fraction / 2)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _row_quality(row: Any, metric: str) -> float | None:
+    return row.accuracy if metric == "accuracy" else row.agreement
+
+
+def _fallback(run: Any, judge: _Judge, metric: str) -> Any:
+    """The fastest row of ``run`` (any runtime, any precision) within the budget, or None."""
+    floor = judge.floor
+    rows = [
+        f
+        for f in run.runtimes
+        if f.latency_ms and (q := _row_quality(f, metric)) is not None and (floor is None or q >= floor - 1e-12)
+    ]
+    return min(rows, key=lambda f: f.latency_ms or 0.0) if rows else None
+
+
+def _fallback_note(row: Any, run: Any, close: SearchTrial, metric: str) -> str:
+    """What meets the budget when no trial did, loudly: which runtime and precision, how fast, against what."""
+    eager = run.fp32.latency_ms
+    head = f"NO TRIAL MET THE BUDGET. Trial {close.number} (the closest) measured beside every runtime and precision: "
+    if row is None:
+        return head + "no runtime's figures met it either."
+    best32 = run.fp32_best
+    vs = [f"{eager / row.latency_ms:.2f}x vs FP32 eager"] if eager and row.latency_ms else []
+    if best32 is not None and best32 is not row and best32.name != "eager" and best32.latency_ms and row.latency_ms:
+        vs.append(f"{best32.latency_ms / row.latency_ms:.2f}x vs {best32.label}")
+    what = {
+        "int8": "an INT8 model of that configuration, on another runtime",
+        "bf16": "BF16 (no calibration, no INT8)",
+        "fp32": "FP32 (no quantization: only the runtime is faster)",
+    }.get(row.precision, row.precision)
+    return (
+        head + f"the fastest within budget is {row.label}, {what}: {_fmt_q(_row_quality(row, metric))} {metric}, "
+        f"{row.latency_ms:.3g} ms ({', '.join(vs) or 'no faster than FP32 eager'}). "
+        "qstudio exports INT8 models only; this is what your budget allows on this machine."
+    )
 
 
 def _confirm(trial: SearchTrial, again: SearchTrial) -> None:

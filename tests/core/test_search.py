@@ -87,8 +87,14 @@ def test_accuracy_metric_needs_labels(demo):
         run(search(recipe, demo, SearchSettings(max_drop=1.0, metric="accuracy", trials=2)))
 
 
-def test_agreement_on_near_ties_is_said_before_the_trials():
-    """A random 1000-way classifier on random data: its agreement budget means little, and the search says so first."""
+def test_near_ties_are_said_first_and_a_budget_no_trial_met_names_what_does():
+    """A random 1000-way classifier on random data, within 0 points of agreement.
+
+    19% of its answers are near-ties, so INT8 flips some and no INT8 trial
+    meets the budget (keeping both layers in float does, but that is no INT8
+    model): the search says why first, then measures the closest trial beside
+    every runtime and names the fastest row within budget (an FP32 one).
+    """
     from engine_checks import loaded
     from torch import manual_seed, nn
 
@@ -100,10 +106,21 @@ def test_agreement_on_near_ties_is_said_before_the_trials():
         calib=DataSource(kind="random"),
         benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
     )
-    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=1.0, trials=1, runtimes=[])))
+    recipe.deploy.runtimes = []  # torch's rows only: FP32 eager, frozen TorchScript FP32 and INT8
+    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=0.0, trials=3, runtimes=[])))
     said = [n for n in result.notes if n.startswith("AGREEMENT IS DOMINATED BY NEAR-TIES")]
     assert len(said) == 1 and said[0] in result.to_json()["notes"]
     assert said[0] in result.trials[0].result.warnings  # the plain run's own verdict, not a second wording
+    # trial 2 keeps both Linear layers in float: exact, but no INT8 model, so it is not within budget
+    every_float = [t for t in result.trials if t.int8_layers == 0]
+    assert every_float and all(not t.within_budget and "nothing INT8" in t.describe() for t in every_float)
+    assert result.best is None
+    assert all((t.quality or 0) < 1.0 for t in result.trials if t.int8_layers)
+    row = result.fallback
+    assert row is not None and row.precision == "fp32" and row.agreement == 1.0
+    note = next(n for n in result.notes if n.startswith("NO TRIAL MET THE BUDGET"))
+    assert f"the fastest within budget is {row.label}" in note and "FP32 (no quantization" in note
+    assert result.to_json()["fallback"]["label"] == row.label
 
 
 def test_pareto_front_and_choice():

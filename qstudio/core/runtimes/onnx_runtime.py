@@ -22,10 +22,8 @@ import contextlib
 import io
 import itertools
 import logging
-import os
 import platform
 import re
-import sys
 import tempfile
 import warnings
 import weakref
@@ -38,6 +36,7 @@ import torch
 from torch import nn
 
 from qstudio.core.fileio import atomic_write_bytes
+from qstudio.core.native_output import native_streams_captured as _native_streams_captured
 from qstudio.core.runtimes.base import (
     Artifact,
     BuildInput,
@@ -63,38 +62,6 @@ _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(
 def _library_record(record: logging.LogRecord) -> bool:
     """ORT's quantization tool logs through the root logger (``logging.warning``); keep that out of the app's log."""
     return not any(part in record.pathname for part in ("onnxruntime", "onnxscript", "onnx_ir"))
-
-
-@contextlib.contextmanager
-def _native_streams_captured(sink: io.StringIO) -> Iterator[None]:
-    """Point file descriptors 1 and 2 at a temporary file for a moment.
-
-    The TorchScript exporter prints its whole IR graph from C++ when it fails
-    (its logging switch is stuck on), which ``redirect_stderr`` cannot catch.
-    """
-
-    def flush() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-
-    with tempfile.TemporaryFile() as tmp:
-        saved: list[tuple[int, int]] = []
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):  # a GUI process may have no console
-                saved.append((fd, os.dup(fd)))
-        flush()
-        try:
-            for fd, _copy in saved:
-                os.dup2(tmp.fileno(), fd)
-            yield
-        finally:
-            flush()
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-            tmp.seek(0)
-            sink.write(tmp.read().decode(errors="replace"))
 
 
 @contextlib.contextmanager
