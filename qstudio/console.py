@@ -308,7 +308,8 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
         )
         if final.export is not None:
             out.print(f"exported: {escape(final.export.path)}")
+    loud = result.loud_notes()
     for note in result.notes:
-        out.print(f"[yellow]note:[/] {escape(note)}")
+        out.print(f"[bold yellow]{escape(note)}[/]" if note in loud else f"[yellow]note:[/] {escape(note)}")
     if getattr(args, "save_recipe", None) and final is not None:
         out.print(f"winner's recipe: {escape(args.save_recipe)} (replay: qstudio run {escape(args.save_recipe)})")

@@ -234,6 +234,10 @@ class SearchResult:
             )
         return f"{done} trials ({how}): no trial finished"
 
+    def loud_notes(self) -> list[str]:
+        """The notes that must be seen, not hovered: they open in capitals, as verdicts do ("NO TRIAL MET ...")."""
+        return [n for n in self.notes if n.split(":")[0].split(".")[0][:12].isupper()]
+
     def points_vs_fp32(self, trial: SearchTrial) -> str:
         """The trial's change against FP32 in points, signed (``"-0.40"``: 0.4 points below FP32), or ``"—"``."""
         drop = self.drop_points(trial)
