@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -229,11 +230,17 @@ class SearchPrinter(ProgressPrinter):
     def __init__(self, settings: Any) -> None:
         super().__init__()
         self.settings = settings
+        self._phase = ""
 
     def update(self, step: core_progress.Progress) -> None:
         if self._task is None:
             self._task = self._bar.add_task("", total=self.STEPS, eta="")
         desc = step.message.split(" · ")[0] if step.message else "Searching"
+        phase = re.sub(r" of \d+$", "", desc.split(":")[0])  # "trial 3 of 16: ..." and "trial 3: ..." are one phase
+        if phase != self._phase and not self._bar.console.is_terminal:
+            # piped into a log there is no live bar: each phase gets a line, so minutes of re-measuring are not silence
+            self._bar.console.print(f"[dim]{escape(desc)}…[/]")
+        self._phase = phase
         best = ""
         if step.metrics and "best_speedup" in step.metrics:
             best = f"best {step.metrics['best_speedup']:.2f}x at {100 * step.metrics['best_quality']:.2f}%"
@@ -297,7 +304,7 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
             f"the winner is {best.speedup / plain.speedup:.2f}x its speed"
         )
     final = result.final
-    if final is not None and final.speedup_vs_fp32_best:
+    if final is not None and final.speedup_vs_fp32_best and result.remeasured:
         fb = final.fp32_best
         data = "hold-out data" if result.holdout is not None else "the evaluation data"
         q = fmt_pct(final.deployed.accuracy if result.metric == "accuracy" else final.deployed.agreement)
@@ -308,8 +315,9 @@ def print_search(result: Any, args: argparse.Namespace) -> None:
         )
         if final.export is not None:
             out.print(f"exported: {escape(final.export.path)}")
-    loud = result.loud_notes()
+    for warning in result.warnings:
+        out.print(f"[bold red]{escape(warning)}[/]")
     for note in result.notes:
-        out.print(f"[bold yellow]{escape(note)}[/]" if note in loud else f"[yellow]note:[/] {escape(note)}")
+        out.print(f"[yellow]note:[/] {escape(note)}")
     if getattr(args, "save_recipe", None) and final is not None:
         out.print(f"winner's recipe: {escape(args.save_recipe)} (replay: qstudio run {escape(args.save_recipe)})")

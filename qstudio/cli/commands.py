@@ -128,8 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """``qstudio search``: the fastest configuration within ``--max-drop`` points of FP32, exported like ``quantize``.
 
-    Ctrl-C (once) stops the search and keeps the best configuration found so
-    far, with every output written; a second Ctrl-C leaves at once.  Exit 0
+    Ctrl-C (once) or SIGTERM stops the search and keeps the best configuration
+    found so far, with every output written; a second one leaves at once.  Exit 0
     when a configuration met the budget, 1 when none did (the closest is
     reported), 2 on bad input.
     """
@@ -173,7 +173,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         cancel.cancel()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM (a CI job's timeout, `kill`) as Ctrl-C: stop with the best so far and write every output, not lose it all
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with SearchPrinter(settings) as printer:
             result = run(
@@ -181,7 +182,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 printer.update,
             )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     final = result.final
     if args.export and final is not None:
         try:

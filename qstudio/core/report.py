@@ -163,7 +163,7 @@ def render_search_report(result: Any, *, generated: datetime | None = None) -> s
     generated = generated or datetime.now().astimezone()
     final = result.final
     final_line = plain_line = ""
-    if final is not None and final.speedup_vs_fp32_best and final.deployed is not None:
+    if result.remeasured and final is not None and final.speedup_vs_fp32_best and final.deployed is not None:
         q = final.deployed.accuracy if result.metric == "accuracy" else final.deployed.agreement
         final_line = (
             f"{result.metric} {fmt_pct(q)}, {fmt_ratio(final.speedup_vs_fp32_best)} vs "

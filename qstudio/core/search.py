@@ -182,7 +182,12 @@ class SearchResult:
     final: Any = None  # the winner's RunResult measured again beside every runtime (on hold-out data when given)
     holdout: DataSource | None = None
     notes: list[str] = field(default_factory=list)
+    #: what must be seen, not hovered (under the summary, in bold): a budget no trial met, speeds measured on a busy
+    #: machine, data that cannot resolve the metric, and the verdicts of the plain run and of the winner's final run
+    warnings: list[str] = field(default_factory=list)
     executor: str = "sequential"
+    #: the winner's ``final`` is a run of its own beside every runtime (False: the trial's own figures, kept on a stop)
+    remeasured: bool = False
     #: when no trial met the budget: the fastest row (any runtime, any precision) of the closest trial measured
     #: beside every runtime that did (a RuntimeFigure), else None
     fallback: Any = None
@@ -234,10 +239,6 @@ class SearchResult:
             )
         return f"{done} trials ({how}): no trial finished"
 
-    def loud_notes(self) -> list[str]:
-        """The notes that must be seen, not hovered: they open in capitals, as verdicts do ("NO TRIAL MET ...")."""
-        return [n for n in self.notes if n.split(":")[0].split(".")[0][:12].isupper()]
-
     def points_vs_fp32(self, trial: SearchTrial) -> str:
         """The trial's change against FP32 in points, signed (``"-0.40"``: 0.4 points below FP32), or ``"—"``."""
         drop = self.drop_points(trial)
@@ -266,6 +267,8 @@ class SearchResult:
             "executor": self.executor,
             "summary": self.summary(),
             "notes": self.notes,
+            "warnings": self.warnings,
+            "remeasured": self.remeasured,
             "holdout": None,
             "fallback": self.fallback.to_json() if self.fallback is not None else None,
         }
@@ -782,8 +785,7 @@ def search(
         judge.fp32_quality = first.evaluation.fp32_accuracy if metric == "accuracy" else 1.0
         judge.eager_ms = first.fp32.latency_ms
         plain.within_budget = judge.within(plain)
-        if metric == "agreement":  # the data's own limit on what the budget can mean: said once, at the top
-            result.notes.extend(v.text for v in first.verdicts if v.code == "agreement-resolution")
+        result.warnings.extend(_plain_warnings(first, metric, judge))
         space = _build_space(base, loaded, data, settings, first)
         study.set_user_attr("space", dataclasses.asdict(space))
         study.set_user_attr("fp32_quality", judge.fp32_quality)
@@ -921,6 +923,9 @@ def search(
             key=lambda t: t.speedup or 0.0,
             reverse=True,
         )[:CONFIRM_TOP]
+        plain_run = result.plain
+        if contenders and plain_run is not None and plain_run.within_budget and plain_run not in contenders:
+            contenders.append(plain_run)  # what the winner is compared with: a busy moment must not make it look slow
         if len(contenders) > 1 or (contenders and not contenders[0].stable):
             for k, t in enumerate(contenders):
                 again = SearchTrial(t.number, t.recipe, t.origin)
@@ -941,10 +946,21 @@ def search(
 
     # the winner again, beside every runtime (its headline is against the fastest FP32 one), on hold-out data
     winner = result.best
-    if winner is not None and result.stopped != "cancelled":
+    if winner is not None and result.stopped != "cancelled" and not worker and why_stop() is not None:
+        result.notes.append(
+            "The winner was not measured again beside every runtime: the time budget ran out. Its figures are its "
+            "trial's; `qstudio run` on its recipe measures it beside every runtime."
+        )
+    elif winner is not None and result.stopped != "cancelled" and not worker:
         final = _beside_every_runtime(winner.recipe, recipe, holdout)
         try:
             result.final = yield from _measure(final, loaded, cancel, "the winner again beside every runtime", progress)
+            result.remeasured = True
+            result.warnings.extend(
+                f"The winner, measured again beside every runtime: {v.text}"
+                for v in result.final.verdicts
+                if v.severity in ("critical", "warning") and v.code != "agreement-resolution"
+            )
         except Cancelled:
             result.notes.append("Cancelled while measuring the winner again: its figures are the trial's.")
         except Exception as exc:
@@ -963,10 +979,10 @@ def search(
             )
         else:
             result.fallback = _fallback(run, judge, metric)
-            result.notes.append(_fallback_note(result.fallback, run, close, metric))
+            result.warnings.insert(0, _fallback_note(result.fallback, run, close, metric))
     unstable = [t for t in result.trials if t.state == "complete" and not t.stable]
     if unstable and not worker:
-        result.notes.insert(
+        result.warnings.insert(
             0,
             f"UNRELIABLE SPEEDS: {len(unstable)} of {len(result.trials)} trials had unstable timings (another "
             "process took the CPU): their speedups can be off by several times, and the search may have chosen by "
@@ -980,6 +996,23 @@ def search(
         folder.cleanup()
     result.seconds = clock() - started
     return result
+
+
+def _plain_warnings(first: Any, metric: str, judge: _Judge) -> list[str]:
+    """What the plain run found about the model and the data that every trial shares, to be seen before the trials."""
+    from qstudio.core.verdicts import RANDOM_DATA_TEXT
+
+    out = [RANDOM_DATA_TEXT] if first.random_data else []
+    codes = {"collapse"} | ({"agreement-resolution"} if metric == "agreement" else set())
+    out += [v.text for v in first.verdicts if v.code in codes]
+    n = first.evaluation.samples
+    if n and judge.max_drop > 0 and 100.0 / n > judge.max_drop:
+        out.append(
+            f"THE BUDGET IS FINER THAN THE DATA: one of the {n} evaluation samples is {100.0 / n:.2f} points, more than "
+            f"the budget of {judge.max_drop:g}, so within budget means no sample may change. Give at least "
+            f"{math.ceil(100.0 / judge.max_drop)} evaluation samples, or a budget of {100.0 / n:.2f} points or more."
+        )
+    return out
 
 
 def _beside_every_runtime(trial_recipe: Recipe, user: Recipe, holdout: DataSource | None) -> Recipe:
@@ -1096,19 +1129,24 @@ def _seeds(space: Space, base: Recipe) -> list[tuple[str, dict[str, Any]]]:
     if base.mode not in space.modes or base.deploy.target not in space.runtimes:
         return []
     start = space.params_of(base)
-    seeds: list[tuple[str, dict[str, Any]]] = []
+    # the same configuration on another runtime (OpenVINO first: the fastest INT8 measured here) is the cheapest
+    # speed there is; the others trade speed for quality: interleaved, so a few trials already try both kinds
+    others = sorted((rt for rt in space.runtimes if rt != start["runtime"]), key=lambda rt: rt != "openvino")
+    speed = [(f"{_RUNTIME_TITLES.get(rt, rt)} runtime", {**start, "runtime": rt}) for rt in others]
+    quality: list[tuple[str, dict[str, Any]]] = []
     n = len(space.sensitive)
-    for k in (1, 2):
-        if n >= k:
-            seeds.append((f"worst {k} in float", {**start, **{f"float_{j}": j < k for j in range(n)}}))
+    if n >= 1:
+        quality.append(("worst 1 in float", {**start, "float_0": True}))
+    if "observer" in start and start["observer"] != "minmax":
+        quality.append(("minmax observer", {**start, "observer": "minmax"}))
+    if n >= 2:
+        quality.append(("worst 2 in float", {**start, **{f"float_{j}": j < 2 for j in range(n)}}))
     if len(space.deeper) > 1:
         k = space.deeper[len(space.deeper) // 2]
-        seeds.append((f"worst {k} in float", {**start, "float_worst": k}))
-    if "observer" in start and start["observer"] != "minmax":
-        seeds.append(("minmax observer", {**start, "observer": "minmax"}))
-    for rt in space.runtimes:
-        if rt != start["runtime"]:
-            seeds.append((f"{_RUNTIME_TITLES.get(rt, rt)} runtime", {**start, "runtime": rt}))
+        quality.append((f"worst {k} in float", {**start, "float_worst": k}))
+    seeds: list[tuple[str, dict[str, Any]]] = []
+    for k in range(max(len(speed), len(quality))):
+        seeds += speed[k : k + 1] + quality[k : k + 1]
     return seeds
 
 

@@ -274,6 +274,8 @@ class SessionController(QObject):
             )
             self.log.emit(f"search: {ran} trial{'s' if ran != 1 else ''} ran ({how})")
             self.log.emit(f"search: {result.summary()}")
+            for warning in result.warnings:
+                self.log.emit(f"search WARNING: {warning}")
             for note in result.notes:
                 self.log.emit(f"search note: {note}")
             best = result.best
@@ -368,5 +370,6 @@ def snapshot_search(trial: SearchTrial, result: SearchResult) -> tuple[SearchTri
     snapshot = copy.copy(result)
     snapshot.trials = trials
     snapshot.notes = list(result.notes)
+    snapshot.warnings = list(result.warnings)
     mine = next((t for t in trials if t.number == trial.number), copy.copy(trial))
     return mine, snapshot

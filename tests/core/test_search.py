@@ -77,6 +77,9 @@ def test_time_budget_stops_with_the_best_so_far(demo):
     result = run(search(demo_recipe(), demo, SearchSettings(max_drop=5.0, time_budget=4.0, runtimes=[])))
     assert result.stopped == "time"
     assert result.trials and result.trials[0].state == "complete"  # a trial cut short is not kept
+    # the time budget also covers the winner's final run: its figures stay its trial's, and the search says so
+    assert not result.remeasured and result.to_json()["remeasured"] is False
+    assert any("time budget ran out" in n for n in result.notes)
     assert all(t.state != "running" for t in result.trials)
 
 
@@ -107,18 +110,18 @@ def test_near_ties_are_said_first_and_a_budget_no_trial_met_names_what_does():
         benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
     )
     recipe.deploy.runtimes = []  # torch's rows only: FP32 eager, frozen TorchScript FP32 and INT8
-    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=0.0, trials=3, runtimes=[])))
-    said = [n for n in result.notes if n.startswith("AGREEMENT IS DOMINATED BY NEAR-TIES")]
-    assert len(said) == 1 and said[0] in result.to_json()["notes"]
+    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=0.0, trials=4, runtimes=[])))
+    said = [n for n in result.warnings if n.startswith("AGREEMENT IS DOMINATED BY NEAR-TIES")]
+    assert len(said) == 1 and said[0] in result.to_json()["warnings"]
     assert said[0] in result.trials[0].result.warnings  # the plain run's own verdict, not a second wording
-    # trial 2 keeps both Linear layers in float: exact, but no INT8 model, so it is not within budget
+    # "worst 2 in float" keeps both Linear layers in float: exact, but no INT8 model, so it is not within budget
     every_float = [t for t in result.trials if t.int8_layers == 0]
     assert every_float and all(not t.within_budget and "nothing INT8" in t.describe() for t in every_float)
     assert result.best is None
     assert all((t.quality or 0) < 1.0 for t in result.trials if t.int8_layers)
     row = result.fallback
     assert row is not None and row.precision == "fp32" and row.agreement == 1.0
-    note = next(n for n in result.notes if n.startswith("NO TRIAL MET THE BUDGET"))
+    note = next(w for w in result.warnings if w.startswith("NO TRIAL MET THE BUDGET"))
     assert f"the fastest within budget is {row.label}" in note and "FP32 (no quantization" in note
     assert result.to_json()["fallback"]["label"] == row.label
 

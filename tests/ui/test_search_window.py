@@ -117,7 +117,7 @@ def test_search_pick_a_trial_use_it_and_export(qtbot, window, tmp_path, monkeypa
     assert best is not None, result.summary()  # the demo's plain run is within one point
     assert f"best is trial {best.number}" in summary.text()
     # the notes that must be seen (unstable speeds, a budget no trial met...) under it, the rest in its tooltip
-    assert summary.text() == "\n".join([result.summary(), *result.loud_notes()])
+    assert summary.text() == "\n".join([result.summary(), *result.warnings])
     assert all(note in summary.toolTip() for note in result.notes)
     assert table.item(best.number, 0).font().bold()
     assert "best" in table.item(best.number, 7).text()

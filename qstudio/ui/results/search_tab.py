@@ -247,8 +247,8 @@ class SearchTab(QWidget):
         self.chart.set_search(result)
         self._fill_table(result)
         text = result.summary() if finished else self._live_summary(result)
-        self._set_summary("\n".join([text, *result.loud_notes()]) if finished else text)
-        self.summary.setToolTip("\n\n".join([text, *result.notes]))
+        self._set_summary("\n".join([text, *result.warnings]) if finished else text)
+        self.summary.setToolTip("\n\n".join([text, *result.warnings, *result.notes]))
         if self.selected is not None and self.selected < len(result.trials):
             self._show_selected(self.selected)
         self._refresh_button()
