@@ -84,8 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
         warnings.filterwarnings("ignore", message=r".*(quantize_per_tensor|reduce_range will be deprecated).*")
-        # "No CUDA runtime is found" when a library imports torch's C++ extension helpers: CPU-only is the design
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # "No CUDA runtime is found" when a library imports torch's C++ extension helpers: CPU-only is the design;
+        # torchao's import registers enums torch now calls deprecated to register
+        for chatty in ("torch.utils.cpp_extension", "torch.utils._pytree"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
+        # torch.ao keeps its fixed output ranges (hardsigmoid, softmax...) whatever the qconfig says: correct, and
+        # told once per op; deprecations inside the user's model libraries are for their authors
+        warnings.filterwarnings("ignore", message=r".*QConfig must specify a FixedQParamsObserver.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|timm|torchvision)(\.|$)")
     try:
         first = next((a for a in argv if not a.startswith("-")), None)
         if first not in SUBCOMMANDS and not {"-h", "--help"} & set(argv[:1]):

@@ -241,8 +241,17 @@ def output_cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> float | None:
     return sum(per_tensor) / len(per_tensor) if per_tensor else None
 
 
+#: The most samples evaluation runs at once; never more than the run's own batch size (a model may take only 1).
+EVAL_BATCH = 32
+
+
+def eval_batch_size(batch_size: int) -> int:
+    """Evaluation's batch size for a run whose calibration batch size is ``batch_size``."""
+    return max(1, min(EVAL_BATCH, batch_size))
+
+
 def evaluate(
-    fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = 32
+    fp32: nn.Module, int8: nn.Module, data: Dataset, batch_size: int = EVAL_BATCH
 ) -> Generator[Progress, None, Evaluation]:
     """Run both models over ``data``: accuracy when labeled, agreement, output SQNR and cosine always.
 

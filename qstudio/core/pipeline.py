@@ -163,13 +163,18 @@ def _run_recipe(
     skip_outcome = None
     final_recipe = recipe
     bs = recipe.settings.batch_size
+    eval_bs = compare.eval_batch_size(bs)
     if recipe.settings.skip_worst:
         errors = yield from _guarded(
             compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size"
         )
         worst = [n for n in compare.worst_layers(errors, recipe.settings.skip_worst) if n not in recipe.settings.skip]
         before = yield from _guarded(
-            compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+            compare.evaluate(model, q.module, data.eval, eval_bs),
+            q.module,
+            "evaluation",
+            eval_bs,
+            "settings.batch_size",
         )
         final_recipe = copy.deepcopy(recipe)
         final_recipe.settings.skip = [*recipe.settings.skip, *worst]
@@ -178,12 +183,16 @@ def _run_recipe(
         q = yield from _quantize(model, final_recipe, groups, data)
         warnings += [n for n in q.notes if n not in warnings]
         after = yield from _guarded(
-            compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+            compare.evaluate(model, q.module, data.eval, eval_bs),
+            q.module,
+            "evaluation",
+            eval_bs,
+            "settings.batch_size",
         )
         skip_outcome = SkipWorstOutcome(worst, before, after)
 
     evaluation = yield from _guarded(
-        compare.evaluate(model, q.module, data.eval), q.module, "evaluation", bs, "settings.batch_size"
+        compare.evaluate(model, q.module, data.eval, eval_bs), q.module, "evaluation", eval_bs, "settings.batch_size"
     )
     layers = yield from _guarded(
         compare.layer_errors(q, data.calib, bs), q.module, "per-layer comparison", bs, "settings.batch_size"
@@ -221,7 +230,7 @@ def _run_recipe(
             )
             artifacts, runtime_notes, build_seconds = yield from deploy.build_artifacts(names, inp)
         checked = {**({deploy.SCRIPT_FP32: fp32_script} if fp32_script is not None else {}), **artifacts}
-        runtime_evals, failed = yield from deploy.evaluate_artifacts(model, checked, data.eval)
+        runtime_evals, failed = yield from deploy.evaluate_artifacts(model, checked, data.eval, eval_bs)
         runtime_notes += failed
         artifacts = {k: v for k, v in artifacts.items() if k in runtime_evals}
 

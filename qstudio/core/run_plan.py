@@ -42,7 +42,7 @@ def run_plan(recipe: Recipe, data: RunData, export: bool = False) -> tuple[tuple
     """
     s, q = recipe.settings, recipe.qat
     calib_bs = min(s.batch_size, max(len(data.calib), 1))
-    eval_bs = _default(compare.evaluate, "batch_size")
+    eval_bs = compare.eval_batch_size(s.batch_size)
     evaluate = ("evaluate", 2 * _calls(data.eval.num_batches(eval_bs), eval_bs))
     layers = (
         "compare layers",

@@ -21,6 +21,9 @@ from qstudio.core.errors import ExportError
 
 log = logging.getLogger(__name__)
 
+#: model classes already warned about using a trace where scripting failed
+_SAID_TRACE_ONLY: set[str] = set()
+
 # The FP32 TorchScript baseline must reproduce the eager output within this
 # (on the example input, relative to the output's largest magnitude when that
 # exceeds 1: float32 reassociation in folded/fused kernels scales with it);
@@ -114,7 +117,9 @@ def _trace_or_script(model: nn.Module, example: Any, method: str = "auto") -> tu
             scripted = torch.jit.script(model)
     except Exception as exc:
         if traced is not None:
-            log.warning(
+            said = type(model).__qualname__ in _SAID_TRACE_ONLY
+            _SAID_TRACE_ONLY.add(type(model).__qualname__)  # once per process: a search converts the model per trial
+            (log.info if said else log.warning)(
                 "%s branches on tensor values (%s) and scripting failed (%s); using the trace, "
                 "which is only valid for inputs that take the same path",
                 type(model).__name__,

@@ -211,3 +211,40 @@ def test_the_exit_statuses_are_documented():
     doc = textwrap.dedent(cli.__doc__ or "")
     for status in ("0 ", "2 ", "3 ", "130 "):
         assert f"\n    {status}" in doc, doc
+
+
+ONE_AT_A_TIME = '''\
+import torch
+from torch import nn
+
+
+class OneAtATime(nn.Module):
+    """A user's model that only takes batches of one sample (it squeezes the batch dimension away)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if isinstance(x, torch.Tensor) and x.shape[0] != 1:  # real data, not torch.fx tracing
+            raise RuntimeError("expected one sample, got a batch")
+        return self.conv(x)
+
+
+def build():
+    return OneAtATime()
+'''
+
+
+def test_a_model_that_takes_one_sample_at_a_time_is_told_the_flag_and_runs_with_it(tmp_path):
+    (tmp_path / "model.py").write_text(ONE_AT_A_TIME)
+    args = ["quantize", "model.py:build", "--mode", "fx", "--calib-data", "random", "--input-shape", "1,3,8,8",
+            "--calib-batches", "2", "--iters", "2", "--runtimes", "none"]  # fmt: skip
+    proc = qstudio(tmp_path, *args)
+    assert proc.returncode == cli.EXIT_BAD_INPUT, proc.stderr
+    line = the_line(proc)
+    assert "(16 samples per batch)" in line and "set --batch-size (settings.batch_size) to 1" in line, line
+    # with the flag it names, every stage (calibration, evaluation, per-layer comparison, benchmark) runs at 1
+    proc = qstudio(tmp_path, *args, "--batch-size", "1", "--json", "r.json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["int8"]["latency"][0]["batch_size"] == 1

@@ -203,3 +203,31 @@ def test_worker_processes_share_the_study(demo, tmp_path, storage):
 
         study = optuna.load_study(study_name="t", storage=url)
         assert len(study.trials) == len(result.trials)
+
+
+def test_sigterm_stops_a_cli_search_with_the_best_so_far_written(tmp_path):
+    """A CI job's timeout sends SIGTERM: the search stops as on Ctrl-C and every output is still written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s.json"
+    argv = [sys.executable, "-m", "qstudio.cli", "search", "demo", "--max-drop", "1", "--trials", "30"]
+    argv += ["--calib-batches", "4", "--iters", "8", "--runtimes", "none", "--json", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    deadline = time.monotonic() + 300
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("trial  1 "):  # two trials done: stop it mid-search
+            proc.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    rest, _ = proc.communicate(timeout=300)
+    text = "".join(seen) + rest
+    assert proc.returncode == 0, text
+    doc = json.loads(out.read_text())
+    assert doc["stopped"] == "cancelled" and 2 <= len(doc["trials"]) < 30 and doc["best"]["within_budget"]
+    assert doc["remeasured"] is False and "measured again beside every runtime, on" not in text

@@ -35,6 +35,13 @@ def _failing_module(exc: BaseException, model: nn.Module, prefix: str) -> str:
     return user_name(found, prefix)
 
 
+#: The command line's flag for a recipe key an error asks the user to change (the window's settings use the key).
+_FLAGS = {
+    "settings.batch_size": "--batch-size",
+    "benchmark.batch_sizes": "--batch-sizes",
+}
+
+
 def forward_error(
     exc: BaseException,
     model: nn.Module,
@@ -62,9 +69,12 @@ def forward_error(
     where = graphs.user_frame(exc)
     at = f" at {where}" if where else ""
     name = f"'{module}'" if module else "the model"
+    fed = f" ({batch_size} samples per batch)" if batch_size > 1 else ""
+    setting = f"{_FLAGS[key]} ({key})" if key in _FLAGS else key
+    one = f", or, if the model takes one sample at a time, set {setting} to 1" if batch_size > 1 else ""
     return FlowError(
-        f"{name} raised {type(exc).__name__} in {where_in}{at}: {graphs.first_line(exc)}",
-        "fix that line of the model, or check that the data fits the model (shape, dtype, value range)",
+        f"{name} raised {type(exc).__name__} in {where_in}{fed}{at}: {graphs.first_line(exc)}",
+        f"fix that line of the model, or check that the data fits the model (shape, dtype, value range){one}",
     )
 
 
