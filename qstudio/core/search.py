@@ -293,8 +293,15 @@ def _fmt_q(q: float | None) -> str:
 
 
 def pareto_front(trials: list[SearchTrial]) -> list[int]:
-    """Indices of the complete trials no other beats on both quality and speed (ties kept)."""
-    done = [(i, t) for i, t in enumerate(trials) if t.state == "complete" and t.quality is not None and t.speedup]
+    """Indices of the complete INT8 trials no other beats on both quality and speed (ties kept).
+
+    A trial that kept every layer in float is FP32 by another name: it is charted, but is no point of the frontier.
+    """
+    done = [
+        (i, t)
+        for i, t in enumerate(trials)
+        if t.state == "complete" and t.quality is not None and t.speedup and t.int8_layers != 0
+    ]
     front = []
     for i, t in done:
         dominated = any(
@@ -319,8 +326,9 @@ def choose_best(trials: list[SearchTrial]) -> tuple[int | None, int | None]:
     inside = [(i, t) for i, t in scored if t.within_budget and t.state == "complete" and t.speedup]
     if inside:
         return max(inside, key=lambda it: (it[1].speedup, it[1].quality))[0], None
-    if scored:
-        return None, max(scored, key=lambda it: it[1].quality)[0]
+    int8 = [(i, t) for i, t in scored if t.int8_layers != 0]  # a trial with nothing INT8 is no answer, however close
+    if int8 or scored:
+        return None, max(int8 or scored, key=lambda it: it[1].quality)[0]
     return None, None
 
 
@@ -924,7 +932,12 @@ def search(
             reverse=True,
         )[:CONFIRM_TOP]
         plain_run = result.plain
-        if contenders and plain_run is not None and plain_run.within_budget and plain_run not in contenders:
+        if (
+            contenders
+            and plain_run is not None
+            and plain_run.within_budget
+            and all(t is not plain_run for t in contenders)
+        ):
             contenders.append(plain_run)  # what the winner is compared with: a busy moment must not make it look slow
         if len(contenders) > 1 or (contenders and not contenders[0].stable):
             for k, t in enumerate(contenders):
@@ -946,10 +959,11 @@ def search(
 
     # the winner again, beside every runtime (its headline is against the fastest FP32 one), on hold-out data
     winner = result.best
-    if winner is not None and result.stopped != "cancelled" and not worker and why_stop() is not None:
+    late = why_stop() if winner is not None and result.stopped != "cancelled" and not worker else None
+    if late:
         result.notes.append(
-            "The winner was not measured again beside every runtime: the time budget ran out. Its figures are its "
-            "trial's; `qstudio run` on its recipe measures it beside every runtime."
+            f"The winner was not measured again beside every runtime ({late}). Its figures are its trial's; "
+            "`qstudio run` on its recipe measures it beside every runtime."
         )
     elif winner is not None and result.stopped != "cancelled" and not worker:
         final = _beside_every_runtime(winner.recipe, recipe, holdout)
