@@ -290,6 +290,8 @@ def resolution(result: RunResult) -> list[Verdict]:
     ev = result.evaluation
     if not ev.classes or ev.classes < 2:
         return []
+    if ev.fp32_max_abs is not None and ev.fp32_max_abs < NEAR_ZERO:
+        return []  # FP32's outputs are no signal at all: the collapse verdict says so, and why
     reading = f"read cosine ({ev.cosine:.4f}) and output SQNR ({fmt_db(ev.output_sqnr_db)} dB) instead"
     fix = "measure on real inputs (--eval-data), with labels where you have them (--eval-labels)"
     if ev.fp32_top1_distinct == 1 and ev.samples >= SAME_ANSWER_SAMPLES:
