@@ -315,9 +315,9 @@ def pareto_front(trials: list[SearchTrial]) -> list[int]:
 
 def _quality_of(result: Any, metric: str) -> float | None:
     row = result.deployed
-    if metric == "accuracy":
-        return row.accuracy if row is not None else result.evaluation.int8_accuracy
-    return row.agreement if row is not None else result.evaluation.agreement
+    if row is not None:
+        return _row_quality(row, metric)
+    return result.evaluation.int8_accuracy if metric == "accuracy" else result.evaluation.agreement
 
 
 def choose_best(trials: list[SearchTrial]) -> tuple[int | None, int | None]:

@@ -261,17 +261,23 @@ class Session:
     # -- runs --------------------------------------------------------------------
     def run(self, *, export: str | Path | None = None) -> Generator[Progress, Any, RunResult]:
         """Quantize with a snapshot of the current recipe; the caller commits the result with :meth:`add_result`."""
+        return self._start("the next run", lambda recipe, loaded: run_recipe(recipe, loaded, export=export))
+
+    def _start(self, what: str, make: Callable[[Recipe, Any], Generator[Progress, Any, Any]]) -> Generator:
+        """``make(snapshot of the recipe, loaded model)``, tracked as the session's one active run.
+
+        One run at a time (a search is many runs): never two workers on one model.
+        """
         if self.loaded is None:
             raise FlowError("no model is loaded", "open a model first")
-        with self._run_lock:  # one run at a time: never two workers on one model
+        with self._run_lock:
             if self.running:
                 raise FlowError(
-                    "a run is already in progress",
-                    "wait for it to finish or cancel it, then start the next run",
+                    "a run is already in progress", f"wait for it to finish or cancel it, then start {what}"
                 )
             recipe = copy.deepcopy(self.recipe)
             recipe.fusion = copy.deepcopy(self.groups) if mode_traits(recipe.mode).fuses else None
-            work = _tracked(run_recipe(recipe, self.loaded, export=export))
+            work = _tracked(make(recipe, self.loaded))
             self._active_run = weakref.ref(work)
         return work
 
@@ -292,19 +298,10 @@ class Session:
         """
         from qstudio.core.search import search
 
-        if self.loaded is None:
-            raise FlowError("no model is loaded", "open a model first")
-        with self._run_lock:
-            if self.running:
-                raise FlowError(
-                    "a run is already in progress",
-                    "wait for it to finish or cancel it, then start the search",
-                )
-            recipe = copy.deepcopy(self.recipe)
-            recipe.fusion = copy.deepcopy(self.groups) if mode_traits(recipe.mode).fuses else None
-            work = _tracked(search(recipe, self.loaded, settings, cancel=cancel, holdout=holdout, on_trial=on_trial))
-            self._active_run = weakref.ref(work)
-        return work
+        return self._start(
+            "the search",
+            lambda recipe, loaded: search(recipe, loaded, settings, cancel=cancel, holdout=holdout, on_trial=on_trial),
+        )
 
     def use_trial(self, trial: SearchTrial, *, result: RunResult | None = None) -> bool:
         """Make a search trial's result (``result``, else the one the trial kept) the session's last result.
