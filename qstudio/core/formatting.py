@@ -83,3 +83,14 @@ def fmt_sci(v: float | None) -> str:
 
 def fmt_num(v: float | None, digits: int = 4) -> str:
     return DASH if not _finite(v) else f"{v:.{digits}f}"
+
+
+def headline(text: str, limit: int = 110) -> str:
+    """A warning's first clause, for a line of its own: up to its first ``" ("`` or sentence end, at most ``limit``.
+
+    ``"UNRELIABLE SPEEDS: 3 of 16 trials had unstable timings (their calls ...): ..."`` reads
+    ``"UNRELIABLE SPEEDS: 3 of 16 trials had unstable timings"``; the whole text stays where the details are shown.
+    """
+    ends = [i for i in (text.find(" ("), text.find(". ")) if i > 0]
+    cut = (text[: min(ends)] if ends else text).rstrip(".")
+    return cut if len(cut) <= limit else cut[: limit - 1].rstrip(" ,;:") + "…"

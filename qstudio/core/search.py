@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -62,6 +63,8 @@ HOPELESS_FACTOR, HOPELESS_POINTS = 3.0, 2.0
 CALIB_CHOICES = (4, 8, 16, 32)
 #: after the trials, the fastest few within budget are measured a second time before the winner is chosen
 CONFIRM_TOP = 3
+#: the sampler proposing only configurations already tried this many times in a row: the space is exhausted
+REPEATS_EXHAUSTED = 12
 
 
 @dataclass
@@ -641,6 +644,13 @@ def _finished_count(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
 
 
+def _config_key(recipe: Recipe) -> str:
+    """What makes two trials the same configuration: their recipes, the float set as a set (its order is the sampler's)."""
+    d = recipe.to_dict()
+    d.get("settings", {})["skip"] = sorted(recipe.settings.skip)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
 def _started_count(study: Any) -> int:
     from optuna.trial import TrialState
 
@@ -850,6 +860,7 @@ def search(
     if plain is not None and shared:  # the plain run, added by this process (the enqueued first trials are not run yet)
         own.update(ft.number for ft in study.get_trials(deepcopy=False) if ft.state.name == "COMPLETE")
 
+    repeats = in_a_row = 0  # sampled configurations already tried (not run again): in all, and in a row
     try:
         while True:
             merge()
@@ -864,6 +875,26 @@ def search(
             params = dict(ot.params)
             origin = ot.user_attrs.get("origin", "sampled")
             trial = SearchTrial(len(result.trials), space.recipe_for(base, params), origin, params=params)
+            twin = next((t for t in result.trials if _config_key(t.recipe) == _config_key(trial.recipe)), None)
+            if twin is not None and twin.state in ("complete", "pruned", "failed"):
+                # a configuration already tried is not run again: the sampler is told its figures, as Optuna
+                # advises, and it costs no trial of the limit (the best few are measured again at the end anyway)
+                values, over = _objectives(twin, judge)
+                ot.set_constraint("over_budget", over)
+                if twin.state == "failed":
+                    study.tell(ot, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(ot, values if twin.state == "complete" else [values[0], 0.0])
+                repeats += 1
+                in_a_row += 1
+                if in_a_row >= REPEATS_EXHAUSTED:
+                    result.notes.append(
+                        f"The sampler proposed only configurations already tried ({in_a_row} in a row): every "
+                        "configuration it finds worth trying was tried, so the search ended early."
+                    )
+                    break
+                continue
+            in_a_row = 0
             result.trials.append(trial)
             yield progress(len(result.trials) - 1, f"trial {trial.number}: {trial.describe()}")
             try:
@@ -874,6 +905,11 @@ def search(
             _tell(study, ot, trial, judge)
             finished(trial)
         result.stopped = "trials"
+        if repeats:
+            result.notes.append(
+                f"{repeats} configuration{'s' if repeats != 1 else ''} the sampler proposed again "
+                f"{'were' if repeats != 1 else 'was'} not run twice (the sampler was given the earlier figures)."
+            )
         while pool and any(p.poll() is None for p in pool):  # the workers end their last trials
             why = why_stop()
             if why:
@@ -996,11 +1032,11 @@ def search(
             result.warnings.insert(0, _fallback_note(result.fallback, run, close, metric))
     unstable = [t for t in result.trials if t.state == "complete" and not t.stable]
     if unstable and not worker:
-        result.warnings.insert(
-            0,
-            f"UNRELIABLE SPEEDS: {len(unstable)} of {len(result.trials)} trials had unstable timings (another "
-            "process took the CPU): their speedups can be off by several times, and the search may have chosen by "
-            "noise. Search again on a quiet machine; the winner's figures measured again are shown beside it.",
+        result.warnings.append(  # after what is wrong with the model, the data or the budget
+            f"UNRELIABLE SPEEDS: {len(unstable)} of {len(result.trials)} trials had unstable timings (their calls "
+            "varied too much: another process took the CPU, or calls this short jitter; each trial's note says how): "
+            "their speedups can be off by several times, and the search may have chosen by noise. Search again on "
+            "a quiet machine; the winner's figures measured again are shown beside it."
         )
     if result.final is None and winner is not None and winner.result is not None and holdout is None:
         result.final = winner.result
@@ -1078,21 +1114,23 @@ def _fallback(run: Any, judge: _Judge, metric: str) -> Any:
 def _fallback_note(row: Any, run: Any, close: SearchTrial, metric: str) -> str:
     """What meets the budget when no trial did, loudly: which runtime and precision, how fast, against what."""
     eager = run.fp32.latency_ms
-    head = f"NO TRIAL MET THE BUDGET. Trial {close.number} (the closest) measured beside every runtime and precision: "
+    where = f"measured on trial {close.number} (the closest) beside every runtime and precision"
     if row is None:
-        return head + "no runtime's figures met it either."
+        return f"NO TRIAL MET THE BUDGET, nor did any runtime's figures, {where}."
     best32 = run.fp32_best
     vs = [f"{eager / row.latency_ms:.2f}x vs FP32 eager"] if eager and row.latency_ms else []
     if best32 is not None and best32 is not row and best32.name != "eager" and best32.latency_ms and row.latency_ms:
         vs.append(f"{best32.latency_ms / row.latency_ms:.2f}x vs {best32.label}")
     what = {
-        "int8": "an INT8 model of that configuration, on another runtime",
-        "bf16": "BF16 (no calibration, no INT8)",
-        "fp32": "FP32 (no quantization: only the runtime is faster)",
+        "int8": "INT8 of that configuration on another runtime",
+        "bf16": "BF16, no calibration",
+        "fp32": "no quantization, a faster runtime",
     }.get(row.precision, row.precision)
+    # its first clause names what meets the budget: the window shows that much on a line (formatting.headline)
     return (
-        head + f"the fastest within budget is {row.label}, {what}: {_fmt_q(_row_quality(row, metric))} {metric}, "
-        f"{row.latency_ms:.3g} ms ({', '.join(vs) or 'no faster than FP32 eager'}). "
+        f"NO TRIAL MET THE BUDGET: the fastest within budget is {row.label}, {what}: "
+        f"{_fmt_q(_row_quality(row, metric))} {metric}, {row.latency_ms:.3g} ms "
+        f"({', '.join(vs) or 'no faster than FP32 eager'}), {where}. "
         "qstudio exports INT8 models only; this is what your budget allows on this machine."
     )
 

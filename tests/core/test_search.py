@@ -14,6 +14,7 @@ import pytest
 
 from qstudio.cli.main import main as cli_main
 from qstudio.core.errors import RecipeError
+from qstudio.core.formatting import headline
 from qstudio.core.progress import CancelToken, run
 from qstudio.core.recipe import BenchmarkSettings, DataSource, ModelSource, QuantSettings, Recipe
 from qstudio.core.search import SearchSettings, SearchTrial, choose_best, pareto_front, search
@@ -122,9 +123,38 @@ def test_near_ties_are_said_first_and_a_budget_no_trial_met_names_what_does():
     assert all((t.quality or 0) < 1.0 for t in result.trials if t.int8_layers)
     row = result.fallback
     assert row is not None and row.precision == "fp32" and row.agreement == 1.0
-    note = next(w for w in result.warnings if w.startswith("NO TRIAL MET THE BUDGET"))
-    assert f"the fastest within budget is {row.label}" in note and "FP32 (no quantization" in note
+    note = next(w for w in result.warnings if w.startswith("NO TRIAL MET THE BUDGET:"))
+    assert f"the fastest within budget is {row.label}" in note and "no quantization, a faster runtime" in note
+    assert row.label in headline(note)  # the window's one line of it names the fallback
     assert result.to_json()["fallback"]["label"] == row.label
+
+
+def test_a_configuration_is_run_once_and_a_small_space_ends_the_search_early():
+    """Dynamic INT8 of a two-layer MLP: 8 configurations in all (2 weight types x either layer in float or not).
+
+    Asked for 40 trials, the search runs each configuration at most once (the
+    sampler proposes some again: it is told their earlier figures) and ends
+    when it proposes nothing new, saying so, rather than re-running them.
+    """
+    from engine_checks import loaded
+    from torch import manual_seed, nn
+
+    from qstudio.core.search import _config_key
+
+    manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    recipe = Recipe(
+        mode="dynamic",
+        calib=DataSource(kind="random"),
+        benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
+    )
+    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=5.0, trials=40, runtimes=[])))
+    keys = [_config_key(t.recipe) for t in result.trials]
+    assert len(keys) == len(set(keys)) <= 8, [t.describe() for t in result.trials]
+    assert result.stopped == "trials"
+    assert any("proposed only configurations already tried" in n for n in result.notes), result.notes
+    assert any("not run twice" in n for n in result.notes), result.notes
+    assert result.best is not None and result.best.int8_layers
 
 
 def test_pareto_front_and_choice():

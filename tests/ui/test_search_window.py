@@ -12,6 +12,7 @@ Cancel mid-search keeps the best trial so far and leaves the window usable.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
     QTableWidget,
 )
 
+from qstudio.core.formatting import headline
 from qstudio.ui import create_main_window
 from qstudio.ui.charts.pareto_chart import ParetoChart
 from qstudio.ui.results_panel import TAB_HISTORY, TAB_SEARCH
@@ -116,8 +118,15 @@ def test_search_pick_a_trial_use_it_and_export(qtbot, window, tmp_path, monkeypa
     best = result.best
     assert best is not None, result.summary()  # the demo's plain run is within one point
     assert f"best is trial {best.number}" in summary.text()
-    # the notes that must be seen (unstable speeds, a budget no trial met...) under it, the rest in its tooltip
-    assert summary.text() == "\n".join([result.summary(), *result.warnings])
+    # the notes that must be seen (unstable speeds, a budget no trial met...) above it in red, the rest in its tooltip
+    text = summary.text()
+    if result.warnings:
+        shown = [text.index(html.escape(headline(w), quote=False)) for w in result.warnings]
+        assert shown == sorted(shown) and shown[-1] < text.index("best is trial"), text
+        assert text.count("⚠") == len(result.warnings)
+        assert all(w in summary.toolTip() for w in result.warnings)  # each whole, where its headline points
+    else:
+        assert text == result.summary()
     assert all(note in summary.toolTip() for note in result.notes)
     assert table.item(best.number, 0).font().bold()
     assert "best" in table.item(best.number, 7).text()

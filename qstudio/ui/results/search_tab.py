@@ -13,6 +13,7 @@ the session's and runs).
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
@@ -31,7 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qstudio.core.formatting import fmt_ms, fmt_ratio, fmt_seconds
+from qstudio.core.formatting import fmt_ms, fmt_ratio, fmt_seconds, headline
+from qstudio.core.summary import CRITICAL, PALETTE
 from qstudio.ui.charts.pareto_chart import ParetoChart, quality_pct
 from qstudio.ui.results.widgets import item, make_table
 
@@ -52,6 +54,7 @@ COLUMN_TIPS = [
     "Within the budget or over it; pruned: far outside the budget, so not timed",
 ]
 SUMMARY_LINES = 3  # the summary's height at most, in lines (2 in a short tab); more scrolls
+WARNING_LINES = 2  # lines more the summary may take when the search has warnings (they come first, in red)
 SHORT_TAB = 360  # a tab shorter than this (a 700 px screen) gives the summary 2 lines: the chart needs the room
 CONFIG_WIDTH = 240  # the configuration column's width at most (the whole text is its tooltip)
 EMPTY = (
@@ -105,6 +108,7 @@ class SearchTab(QWidget):
         self.finished = False
         self.selected: int | None = None
         self._busy = False
+        self._warned = False  # the summary starts with warnings: it may take WARNING_LINES more
 
         v = QVBoxLayout(self)
         v.setContentsMargins(4, 4, 4, 4)
@@ -203,8 +207,18 @@ class SearchTab(QWidget):
             parts.append(f"at most {s.time_budget / 60:g} min")
         return f" ({', '.join(parts)}, budget {s.max_drop:g} points)" if parts else f" (budget {s.max_drop:g} points)"
 
-    def _set_summary(self, text: str) -> None:
-        self.summary.setText(text)
+    def _set_summary(self, text: str, warnings: Sequence[str] = ()) -> None:
+        """``text``, after ``warnings``: each one's headline on a line, red and bold, read first (the whole in the tooltip)."""
+        self._warned = bool(warnings)
+        if warnings:
+            loud = [
+                f'<b style="color:{PALETTE[CRITICAL]}">⚠ {html.escape(headline(w), quote=False)}</b>' for w in warnings
+            ]
+            self.summary.setTextFormat(Qt.TextFormat.RichText)
+            self.summary.setText("<br>".join([*loud, html.escape(text, quote=False).replace("\n", "<br>")]))
+        else:
+            self.summary.setTextFormat(Qt.TextFormat.PlainText)
+            self.summary.setText(text)
         self._fit_summary()
 
     def _fit_summary(self) -> None:
@@ -215,7 +229,8 @@ class SearchTab(QWidget):
         width = self.summary_scroll.viewport().width() or self.width()
         lines = self.summary.fontMetrics().lineSpacing()
         needed = self.summary.heightForWidth(width) if width > 0 else lines
-        most = (SUMMARY_LINES if self.height() >= SHORT_TAB else SUMMARY_LINES - 1) * lines
+        most = SUMMARY_LINES if self.height() >= SHORT_TAB else SUMMARY_LINES - 1
+        most = (most + (WARNING_LINES if self._warned else 0)) * lines
         self.summary_scroll.setFixedHeight(min(max(needed, lines), most))
 
     def resizeEvent(self, event: QResizeEvent) -> None:
@@ -247,7 +262,7 @@ class SearchTab(QWidget):
         self.chart.set_search(result)
         self._fill_table(result)
         text = result.summary() if finished else self._live_summary(result)
-        self._set_summary("\n".join([text, *result.warnings]) if finished else text)
+        self._set_summary(text, result.warnings if finished else ())
         self.summary.setToolTip("\n\n".join([text, *result.warnings, *result.notes]))
         if self.selected is not None and self.selected < len(result.trials):
             self._show_selected(self.selected)
