@@ -558,6 +558,7 @@ def _first_line(exc: BaseException) -> str:
 
 # -- the study: Optuna's, in memory or in a shared storage ---------------------------------------------------
 _ATTR = "qstudio"  # the trial user attribute holding what qstudio measured (shared with other processes)
+_REPEAT = "repeat_of"  # the user attribute of a proposal that repeated a configuration tried: not run, not counted
 
 
 def _open_storage(url: str) -> Any:
@@ -655,7 +656,7 @@ def _started_count(study: Any) -> int:
     from optuna.trial import TrialState
 
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return sum(_REPEAT not in t.user_attrs for t in study.get_trials(deepcopy=False, states=states))
 
 
 # -- the search ------------------------------------------------------------------------------------------------
@@ -881,6 +882,7 @@ def search(
                 # advises, and it costs no trial of the limit (the best few are measured again at the end anyway)
                 values, over = _objectives(twin, judge)
                 ot.set_constraint("over_budget", over)
+                ot.set_user_attr(_REPEAT, twin.number)  # not a trial of the limit, in any process (_started_count)
                 if twin.state == "failed":
                     study.tell(ot, state=optuna.trial.TrialState.FAIL)
                 else:

@@ -129,12 +129,14 @@ def test_near_ties_are_said_first_and_a_budget_no_trial_met_names_what_does():
     assert result.to_json()["fallback"]["label"] == row.label
 
 
-def test_a_configuration_is_run_once_and_a_small_space_ends_the_search_early():
+@pytest.mark.parametrize("storage", [False, True], ids=["in-memory", "sqlite"])
+def test_a_configuration_is_run_once_and_a_small_space_ends_the_search_early(tmp_path, storage):
     """Dynamic INT8 of a two-layer MLP: 8 configurations in all (2 weight types x either layer in float or not).
 
     Asked for 40 trials, the search runs each configuration at most once (the
     sampler proposes some again: it is told their earlier figures) and ends
-    when it proposes nothing new, saying so, rather than re-running them.
+    when it proposes nothing new, saying so, rather than re-running them; in
+    a shared study (SQLite) too, where the repeats must not count as trials.
     """
     from engine_checks import loaded
     from torch import manual_seed, nn
@@ -148,7 +150,9 @@ def test_a_configuration_is_run_once_and_a_small_space_ends_the_search_early():
         calib=DataSource(kind="random"),
         benchmark=BenchmarkSettings(batch_sizes=[1], warmup=2, iters=8),
     )
-    result = run(search(recipe, loaded(model, [1, 64]), SearchSettings(max_drop=5.0, trials=40, runtimes=[])))
+    url = f"sqlite:///{tmp_path / 'study.db'}" if storage else None
+    settings = SearchSettings(max_drop=5.0, trials=40, runtimes=[], storage=url, study_name="small")
+    result = run(search(recipe, loaded(model, [1, 64]), settings))
     keys = [_config_key(t.recipe) for t in result.trials]
     assert len(keys) == len(set(keys)) <= 8, [t.describe() for t in result.trials]
     assert result.stopped == "trials"
@@ -233,7 +237,8 @@ def test_worker_processes_share_the_study(demo, tmp_path, storage):
         import optuna
 
         study = optuna.load_study(study_name="t", storage=url)
-        assert len(study.trials) == len(result.trials)
+        run_trials = [t for t in study.trials if "repeat_of" not in t.user_attrs]  # repeats were told, not run
+        assert len(run_trials) == len(result.trials)
 
 
 def test_sigterm_stops_a_cli_search_with_the_best_so_far_written(tmp_path):
