@@ -604,12 +604,16 @@ def _objectives(trial: SearchTrial, judge: _Judge) -> tuple[list[float], float]:
     return [q, trial.speedup or 0.0], over
 
 
-def _tell(study: Any, ot: Any, trial: SearchTrial, judge: _Judge) -> None:
+def _tell(study: Any, ot: Any, trial: SearchTrial, judge: _Judge, *, repeat: bool = False) -> None:
+    """Tell Optuna what ``trial`` measured; ``repeat``: ``ot`` proposed ``trial``'s configuration again (not run)."""
     import optuna
 
     values, over = _objectives(trial, judge)
     ot.set_constraint("over_budget", over)
-    ot.set_user_attr(_ATTR, _trial_record(trial))
+    if repeat:  # no record for the other processes to add as a trial, and no trial of the limit (_started_count)
+        ot.set_user_attr(_REPEAT, trial.number)
+    else:
+        ot.set_user_attr(_ATTR, _trial_record(trial))
     if trial.state == "complete":
         study.tell(ot, values)
     elif trial.state == "pruned":
@@ -876,17 +880,12 @@ def search(
             params = dict(ot.params)
             origin = ot.user_attrs.get("origin", "sampled")
             trial = SearchTrial(len(result.trials), space.recipe_for(base, params), origin, params=params)
-            twin = next((t for t in result.trials if _config_key(t.recipe) == _config_key(trial.recipe)), None)
+            key = _config_key(trial.recipe)
+            twin = next((t for t in result.trials if _config_key(t.recipe) == key), None)
             if twin is not None and twin.state in ("complete", "pruned", "failed"):
                 # a configuration already tried is not run again: the sampler is told its figures, as Optuna
                 # advises, and it costs no trial of the limit (the best few are measured again at the end anyway)
-                values, over = _objectives(twin, judge)
-                ot.set_constraint("over_budget", over)
-                ot.set_user_attr(_REPEAT, twin.number)  # not a trial of the limit, in any process (_started_count)
-                if twin.state == "failed":
-                    study.tell(ot, state=optuna.trial.TrialState.FAIL)
-                else:
-                    study.tell(ot, values if twin.state == "complete" else [values[0], 0.0])
+                _tell(study, ot, twin, judge, repeat=True)
                 repeats += 1
                 in_a_row += 1
                 if in_a_row >= REPEATS_EXHAUSTED:

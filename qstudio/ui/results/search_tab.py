@@ -33,8 +33,9 @@ from PySide6.QtWidgets import (
 )
 
 from qstudio.core.formatting import fmt_ms, fmt_ratio, fmt_seconds, headline
-from qstudio.core.summary import CRITICAL, PALETTE
+from qstudio.core.summary import CRITICAL, Notice
 from qstudio.ui.charts.pareto_chart import ParetoChart, quality_pct
+from qstudio.ui.results.summary_view import banner_html
 from qstudio.ui.results.widgets import item, make_table
 
 if TYPE_CHECKING:
@@ -211,11 +212,9 @@ class SearchTab(QWidget):
         """``text``, after ``warnings``: each one's headline on a line, red and bold, read first (the whole in the tooltip)."""
         self._warned = bool(warnings)
         if warnings:
-            loud = [
-                f'<b style="color:{PALETTE[CRITICAL]}">⚠ {html.escape(headline(w), quote=False)}</b>' for w in warnings
-            ]
+            loud = banner_html([Notice(CRITICAL, "search", headline(w)) for w in warnings])  # the results' banner's
             self.summary.setTextFormat(Qt.TextFormat.RichText)
-            self.summary.setText("<br>".join([*loud, html.escape(text, quote=False).replace("\n", "<br>")]))
+            self.summary.setText("<br>".join([loud, html.escape(text, quote=False).replace("\n", "<br>")]))
         else:
             self.summary.setTextFormat(Qt.TextFormat.PlainText)
             self.summary.setText(text)
